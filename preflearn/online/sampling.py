@@ -15,11 +15,19 @@ carries its token ids and the sum of its tokens' log-probabilities under the
 
 vLLM is used by :func:`sample` when installed and asked for (``backend="vllm"``);
 on CPU the torch path is the default.
+
+:func:`sample_mixture` samples token by token from the geometric mixture of the policy
+and a reference, pi_mix(y_t | x, y_<t) ∝ pi(y_t | .)^(1-beta) mu(y_t | .)^beta (Munos et al.
+2023, "Nash Learning from Human Feedback", arXiv:2312.00886, Sec. 7, Nash-MD-PG's
+"alternative policy"; Calandriello et al. 2024, arXiv:2403.08635, IPO-MD). Both models keep
+their own KV cache and decode in lock-step; with LoRA the reference is the same model with
+its adapter disabled (two forwards per step, no second copy of the weights).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +35,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["SamplingConfig", "Sample", "sample", "encode_prompts"]
+__all__ = ["SamplingConfig", "Sample", "sample", "sample_mixture", "encode_prompts"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,19 @@ class SamplingConfig:
 
 @dataclass
 class Sample:
-    """One completion: text, token ids and log pi(y|x) under the sampling policy (T=1)."""
+    """One completion: text, token ids and log pi(y|x) under the policy (T=1, no truncation).
+
+    From :func:`sample_mixture` also ``ref_logp`` = log mu(y|x) and ``mix_logp`` = log pi_mix(y|x)
+    (both at T=1, untruncated, pi_mix normalised per token); None from :func:`sample`.
+    """
 
     prompt_index: int
     text: str
     token_ids: list[int]
     logp: float
     finished: bool  # ended with EOS (False: cut at max_new_tokens)
+    ref_logp: float | None = None
+    mix_logp: float | None = None
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[Any], max_prompt_length: int) -> list[list[int]]:
@@ -82,7 +96,8 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
 
 
 @torch.no_grad()
-def _prefill(model: Any, prompt_ids: list[list[int]], pad_id: int, device: Any, L: int, bucket: int):
+def _prefill(model: Any, prompt_ids: list[list[int]], pad_id: int, device: Any, L: int, bucket: int,
+             adapter_off: bool = False):
     """Prefill the prompts in length-sorted buckets (little padding), then merge the buckets' caches
     into one left-padded cache of length L in the original row order. Returns (cache, last logits (B, V))."""
     from transformers import DynamicCache
@@ -101,8 +116,9 @@ def _prefill(model: Any, prompt_ids: list[list[int]], pad_id: int, device: Any, 
             ids[r, Lb - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
             att[r, Lb - len(prompt_ids[i]):] = 1
         pos = (att.cumsum(-1) - 1).clamp_min(0)
-        out = model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
-                    use_cache=True, logits_to_keep=1)
+        with _adapter_ctx(model, adapter_off):
+            out = model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
+                        use_cache=True, logits_to_keep=1)
         logits.append(out.logits[:, -1, :])
         for li, layer in enumerate(out.past_key_values.layers):
             if li == len(keys):
@@ -119,9 +135,24 @@ def _prefill(model: Any, prompt_ids: list[list[int]], pad_id: int, device: Any, 
     return cache, torch.cat(logits)[inverse]
 
 
+def _adapter_ctx(model: Any, adapter_off: bool):
+    """``model.disable_adapter()`` (peft) when ``adapter_off``, else a no-op context."""
+    return model.disable_adapter() if adapter_off else nullcontext()
+
+
+@dataclass(frozen=True)
+class _Mixture:
+    """The second stream of :func:`sample_mixture`: the reference model (or the policy with its
+    adapter disabled) and the geometric weight beta."""
+
+    reference: Any
+    beta: float
+    adapter_off: bool
+
+
 @torch.no_grad()
 def _sample_block(model: Any, prompt_ids: list[list[int]], cfg: SamplingConfig, pad_id: int, eos_ids: set[int],
-                  gen: torch.Generator) -> list[tuple[list[int], float, bool]]:
+                  gen: torch.Generator, mix: _Mixture | None = None) -> list[tuple]:
     device = next(model.parameters()).device
     B, K = len(prompt_ids), cfg.num_samples
     L = max(len(p) for p in prompt_ids)
@@ -133,23 +164,40 @@ def _sample_block(model: Any, prompt_ids: list[list[int]], cfg: SamplingConfig, 
     cache, last_logits = _prefill(model, prompt_ids, pad_id, device, L, cfg.prefill_bucket)
     cache.batch_repeat_interleave(K)  # (B*K, ...) rows: prompt i's samples are rows i*K .. i*K+K-1
     logits = last_logits.float().repeat_interleave(K, dim=0)  # (B*K, V)
+    if mix is not None:  # the reference stream: its own cache, same rows, positions and mask
+        ref_cache, ref_last = _prefill(mix.reference, prompt_ids, pad_id, device, L, cfg.prefill_bucket,
+                                       mix.adapter_off)
+        ref_cache.batch_repeat_interleave(K)
+        ref_logits = ref_last.float().repeat_interleave(K, dim=0)
     attn = attn.repeat_interleave(K, dim=0)
     next_pos = pos[:, -1:].repeat_interleave(K, dim=0) + 1
     N = B * K
     tokens = torch.empty((N, 0), dtype=torch.long, device=device)
     logp = torch.zeros(N, dtype=torch.float64, device=device)
+    ref_logp = torch.zeros(N, dtype=torch.float64, device=device)
+    mix_logp = torch.zeros(N, dtype=torch.float64, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
     finished = torch.zeros(N, dtype=torch.bool, device=device)
     eos = torch.tensor(sorted(eos_ids), device=device) if eos_ids else None
     for _ in range(cfg.max_new_tokens):
         base_logp = torch.log_softmax(logits, dim=-1)
-        if cfg.temperature == 0:
-            nxt = logits.argmax(-1)
+        if mix is not None:
+            ref_lp = torch.log_softmax(ref_logits, dim=-1)
+            # log pi_mix = (1 - beta) log pi + beta log mu - log Z   (per token, per row)
+            mix_lp = torch.log_softmax((1.0 - mix.beta) * base_logp + mix.beta * ref_lp, dim=-1)
+            draw_logits = mix_lp
         else:
-            filt = _filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+            draw_logits = logits
+        if cfg.temperature == 0:
+            nxt = draw_logits.argmax(-1)
+        else:
+            filt = _filter_logits(draw_logits / cfg.temperature, cfg.top_k, cfg.top_p)
             nxt = torch.multinomial(torch.softmax(filt, dim=-1), 1, generator=gen).squeeze(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         logp += torch.where(done, 0.0, base_logp.gather(-1, nxt[:, None]).squeeze(-1).double())
+        if mix is not None:
+            ref_logp += torch.where(done, 0.0, ref_lp.gather(-1, nxt[:, None]).squeeze(-1).double())
+            mix_logp += torch.where(done, 0.0, mix_lp.gather(-1, nxt[:, None]).squeeze(-1).double())
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         if eos is not None:
             hit = torch.isin(nxt, eos) & ~done
@@ -162,6 +210,12 @@ def _sample_block(model: Any, prompt_ids: list[list[int]], cfg: SamplingConfig, 
                     past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()
+        if mix is not None:
+            with _adapter_ctx(mix.reference, mix.adapter_off):
+                out = mix.reference(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos,
+                                    past_key_values=ref_cache, use_cache=True)
+            ref_cache = out.past_key_values
+            ref_logits = out.logits[:, -1, :].float()
         next_pos = next_pos + 1
     results = []
     for r in range(N):
@@ -169,7 +223,8 @@ def _sample_block(model: Any, prompt_ids: list[list[int]], cfg: SamplingConfig, 
         n = len(row)
         if finished[r]:
             n = next(j for j, t in enumerate(row) if t in eos_ids) + 1
-        results.append((row[:n], float(logp[r]), bool(finished[r])))
+        extra = (float(ref_logp[r]), float(mix_logp[r])) if mix is not None else (None, None)
+        results.append((row[:n], float(logp[r]), bool(finished[r]), *extra))
     return results
 
 
@@ -190,31 +245,80 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Any], cfg: SamplingConf
         return _sample_vllm(model, tokenizer, prompts, cfg)
     if backend != "torch":
         raise ConfigError(f"unknown sampling backend {backend!r}; valid: torch, vllm")
+    return _sample_torch(model, tokenizer, prompts, cfg, progress, None)
+
+
+def sample_mixture(model: Any, tokenizer: Any, prompts: Sequence[Any], cfg: SamplingConfig | None = None, *,
+                   beta: float, reference: Any = None, progress: bool = False) -> list[list[Sample]]:
+    """K completions per prompt from the per-token geometric mixture of ``model`` and a reference.
+
+    Munos et al. 2023, "Nash Learning from Human Feedback", arXiv:2312.00886, Sec. 7 (the
+    alternative policy of Nash-MD-PG), and Calandriello et al. 2024, "Human Alignment of Large
+    Language Models through Online Preference Optimisation", arXiv:2403.08635, Sec. 5 (IPO-MD)::
+
+        pi_mix(y_t | x, y_<t) = pi(y_t | x, y_<t)^(1-beta) mu(y_t | x, y_<t)^beta / Z(x, y_<t)
+
+    normalised token by token (the papers' practical sampler; the sequence-level geometric
+    mixture pi(y|x)^(1-beta) mu(y|x)^beta / Z(x) has no autoregressive sampler). Temperature,
+    top-k and top-p then apply to pi_mix's logits exactly as :func:`sample` applies them to pi's.
+    beta = 0 is :func:`sample` (same seed, same draws up to float rounding); beta = 1 samples mu.
+
+    Parameters
+    ----------
+    model : the policy pi (a transformers causal LM, or a peft model).
+    tokenizer, prompts, cfg : as for :func:`sample`.
+    beta : float in [0, 1]
+        Weight of the reference in the geometric mixture.
+    reference : the reference mu, a second causal LM with the same vocabulary; None (default)
+        uses ``model`` with its LoRA adapter disabled (``model.disable_adapter()``), so a peft
+        policy needs no second copy. Each of the two keeps its own KV cache; every decoding
+        step runs one forward of each on the same B*K rows.
+
+    Returns ``result[i][k]`` with ``logp`` = log pi(y|x), ``ref_logp`` = log mu(y|x) and
+    ``mix_logp`` = log pi_mix(y|x) (T = 1, untruncated), summed over the sampled tokens.
+    """
+    cfg = cfg or SamplingConfig()
+    if not 0.0 <= float(beta) <= 1.0:
+        raise ConfigError(f"the geometric-mixture weight beta must lie in [0, 1], got {beta}")
+    adapter_off = reference is None
+    if adapter_off:
+        if not hasattr(model, "disable_adapter"):
+            raise ConfigError("sample_mixture without a reference model needs a LoRA (peft) policy, whose base "
+                              "(adapter disabled) is the reference; pass reference=<model> otherwise")
+        reference = model
+    return _sample_torch(model, tokenizer, prompts, cfg, progress, _Mixture(reference, float(beta), adapter_off))
+
+
+def _sample_torch(model: Any, tokenizer: Any, prompts: Sequence[Any], cfg: SamplingConfig, progress: bool,
+                  mix: _Mixture | None) -> list[list[Sample]]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     prompt_ids = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)
-    was_training = model.training
-    model.eval()
+    models = [model] if mix is None or mix.reference is model else [model, mix.reference]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     results: list[list[Sample]] = []
     blocks = range(0, len(prompt_ids), cfg.batch_size)
     if progress:
         from rich.progress import track
 
-        blocks = track(blocks, description="sampling")
+        blocks = track(blocks, description="sampling" if mix is None else "sampling (mixture)")
     try:
         for start in blocks:
             block = prompt_ids[start:start + cfg.batch_size]
-            flat = _sample_block(model, block, cfg, pad_id, eos_ids, gen)
+            flat = _sample_block(model, block, cfg, pad_id, eos_ids, gen, mix)
             for i in range(len(block)):
                 group = []
                 for k in range(cfg.num_samples):
-                    toks, lp, fin = flat[i * cfg.num_samples + k]
+                    toks, lp, fin, ref_lp, mix_lp = flat[i * cfg.num_samples + k]
                     text = tokenizer.decode(toks, skip_special_tokens=True)
-                    group.append(Sample(start + i, text, toks, lp, fin))
+                    group.append(Sample(start + i, text, toks, lp, fin, ref_lp, mix_lp))
                 results.append(group)
     finally:
-        model.train(was_training)
+        for m, t in zip(models, was_training):
+            m.train(t)
     return results
 
 

@@ -104,3 +104,119 @@ def test_top_p_and_top_k_filter_by_hand():
     assert kept.tolist() == [[False, True, False, True]]
     kept = torch.isfinite(_filter_logits(logits, 3, 1.0))
     assert kept.tolist() == [[True, True, False, True]]
+
+
+# ----------------------------------------------------------------------------- geometric mixture
+def _next_token_logprobs(model, ids):
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1)
+
+
+def _chi_square_ok(counts, probs, min_expected=5.0):
+    """Pearson chi-square of counts vs probs (cells with expected < 5 pooled); p-value > 1e-3."""
+    from scipy import stats
+
+    n = counts.sum()
+    exp = probs * n
+    big = exp >= min_expected
+    obs_c = np.append(counts[big], counts[~big].sum())
+    exp_c = np.append(exp[big], exp[~big].sum())
+    if exp_c[-1] < min_expected:  # fold a tiny pooled cell into the last big one
+        obs_c[-2] += obs_c[-1]
+        exp_c[-2] += exp_c[-1]
+        obs_c, exp_c = obs_c[:-1], exp_c[:-1]
+    stat = float(((obs_c - exp_c) ** 2 / exp_c).sum())
+    return stats.chi2.sf(stat, len(obs_c) - 1)
+
+
+import numpy as np  # noqa: E402
+
+from preflearn.online.sampling import sample_mixture  # noqa: E402
+
+
+def _sharp(model, scale=15.0):
+    """A tiny random model's next-token distributions are near uniform; scale the output layer so two
+    models (and their mixture) differ visibly (the chi-square test below could not fail otherwise)."""
+    with torch.no_grad():
+        model.lm_head.weight.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize("beta,temperature", [(0.3, 1.0), (0.7, 1.5)])
+def test_mixture_tokens_follow_the_normalised_geometric_mixture(beta, temperature):
+    """First and second tokens of 4000 draws vs pi^(1-beta) mu^beta / Z (then ^(1/T)) computed here."""
+    pi, mu, tok = _sharp(tiny_llama(0)), _sharp(tiny_llama(1)), CharTokenizer()
+    prompt = tok("ab")["input_ids"]
+    n = 4000
+    cfg = SamplingConfig(num_samples=n, max_new_tokens=2, temperature=temperature, seed=11)
+    got = sample_mixture(pi, tok, ["ab"], cfg, beta=beta, reference=mu)[0]
+
+    def target(ids):
+        logits = (1 - beta) * _next_token_logprobs(pi, ids) + beta * _next_token_logprobs(mu, ids)
+        return torch.softmax(logits / temperature, -1).numpy()
+
+    first = np.array([s.token_ids[0] for s in got])
+    p1 = target(prompt)
+    assert _chi_square_ok(np.bincount(first, minlength=64).astype(float), p1) > 1e-3
+    # the mixture really differs from either model (the test could otherwise pass by accident)
+    for m in (pi, mu):
+        other = torch.softmax(_next_token_logprobs(m, prompt) / temperature, -1).numpy()
+        assert np.abs(other - p1).sum() > 0.3
+    # second token, conditioned on the most frequent non-EOS first token
+    t0 = int(np.bincount(first[first != 2], minlength=64).argmax())
+    second = np.array([s.token_ids[1] for s in got if s.token_ids[0] == t0 and len(s.token_ids) > 1])
+    assert len(second) > 100
+    assert _chi_square_ok(np.bincount(second, minlength=64).astype(float), target(prompt + [t0])) > 1e-3
+
+
+def test_mixture_logps_and_beta_zero_reproduces_plain_sampling():
+    pi, mu, tok = tiny_llama(2), tiny_llama(3), CharTokenizer()
+    cfg = SamplingConfig(num_samples=3, max_new_tokens=6, temperature=1.0, seed=5, prefill_bucket=2)
+    plain = sample(pi, tok, PROMPTS, cfg)
+    zero = sample_mixture(pi, tok, PROMPTS, cfg, beta=0.0, reference=mu)
+    assert [[s.token_ids for s in g] for g in zero] == [[s.token_ids for s in g] for g in plain]
+    assert all(a.logp == pytest.approx(b.logp, abs=1e-6) for ga, gb in zip(zero, plain) for a, b in zip(ga, gb))
+    assert all(s.ref_logp is None for g in plain for s in g)
+    beta = 0.4
+    got = sample_mixture(pi, tok, PROMPTS, cfg, beta=beta, reference=mu)
+    for i, p in enumerate(PROMPTS):  # teacher-forced recomputation of the three log-probs
+        prompt = tok(p)["input_ids"]
+        for s in got[i]:
+            full = torch.tensor([prompt + s.token_ids])
+            idx = torch.tensor(s.token_ids)[:, None]
+            with torch.no_grad():
+                lp = torch.log_softmax(pi(full).logits[0, len(prompt) - 1:-1].double(), -1)
+                lm = torch.log_softmax(mu(full).logits[0, len(prompt) - 1:-1].double(), -1)
+            lmix = torch.log_softmax((1 - beta) * lp + beta * lm, -1)
+            assert s.logp == pytest.approx(float(lp.gather(-1, idx).sum()), abs=1e-4)
+            assert s.ref_logp == pytest.approx(float(lm.gather(-1, idx).sum()), abs=1e-4)
+            assert s.mix_logp == pytest.approx(float(lmix.gather(-1, idx).sum()), abs=1e-4)
+    # beta = 1 samples the reference: same draws as plain sampling from mu
+    one = sample_mixture(pi, tok, PROMPTS, cfg, beta=1.0, reference=mu)
+    assert [[s.token_ids for s in g] for g in one] == [[s.token_ids for s in g] for g in sample(mu, tok, PROMPTS, cfg)]
+
+
+def test_mixture_with_lora_uses_the_adapter_disabled_base():
+    """reference=None on a peft policy == the same draws as an explicit copy of the base model."""
+    import copy
+
+    peft = pytest.importorskip("peft")
+    base, tok = tiny_llama(4), CharTokenizer()
+    frozen = copy.deepcopy(base)
+    policy = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # LoRA's B starts at zero: make the adapter matter
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    cfg = SamplingConfig(num_samples=2, max_new_tokens=6, seed=3)
+    a = sample_mixture(policy, tok, PROMPTS, cfg, beta=0.5)
+    b = sample_mixture(policy, tok, PROMPTS, cfg, beta=0.5, reference=frozen)
+    assert [[s.token_ids for s in g] for g in a] == [[s.token_ids for s in g] for g in b]
+    assert all(x.ref_logp == pytest.approx(y.ref_logp, abs=1e-4) for ga, gb in zip(a, b) for x, y in zip(ga, gb))
+    assert any(abs(s.logp - s.ref_logp) > 1e-3 for g in a for s in g)  # the adapter is on for pi
+    from preflearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LoRA"):
+        sample_mixture(frozen, tok, PROMPTS, cfg, beta=0.5)
+    with pytest.raises(ConfigError, match="beta"):
+        sample_mixture(policy, tok, PROMPTS, cfg, beta=1.5)
