@@ -54,6 +54,8 @@ __all__ = [
     "rock_paper_scissors",
     "random_preference_matrix",
     "bt_rewards",
+    "bt_optimum",
+    "bt_suboptimality",
 ]
 
 
@@ -291,6 +293,89 @@ def rlhf_bt_step(pi, game, eta, t, state):
     return _normalise_log((1 - eta) * np.log(pi) + eta * target)
 
 
+def _bt_reward(game: PreferenceGame, state: dict) -> np.ndarray:
+    r = state.get("r")
+    if r is None:
+        r = state["r"] = bt_rewards(game.P)
+    return r
+
+
+def bt_optimum(game: PreferenceGame, r: np.ndarray | None = None) -> np.ndarray:
+    """The KL-regularised optimum of a reward, pi* ∝ mu exp(r / tau) (Rafailov et al. 2023,
+    arXiv:2305.18290, Eq. 4); tau = 0: the uniform distribution over argmax r.
+
+    ``r`` defaults to the Bradley-Terry fit :func:`bt_rewards` of P (exact when P is BT-consistent).
+    """
+    r = bt_rewards(game.P) if r is None else np.asarray(r, dtype=np.float64)
+    if game.tau == 0:
+        top = np.isclose(r, r.max(), rtol=0, atol=1e-12)
+        return top / top.sum()
+    return _normalise_log(np.log(game.ref) + r / game.tau)
+
+
+def bt_suboptimality(game: PreferenceGame, pi: np.ndarray, r: np.ndarray | None = None) -> float:
+    """J(pi*) - J(pi) for J(pi) = E_pi[r] - tau KL(pi || mu) (>= 0, 0 only at :func:`bt_optimum`).
+
+    In closed form J(pi*) - J(pi) = tau KL(pi || pi*) when tau > 0 (since
+    J(pi) = tau log Z - tau KL(pi || pi*)), and max r - E_pi[r] when tau = 0.
+    """
+    r = bt_rewards(game.P) if r is None else np.asarray(r, dtype=np.float64)
+    pi = np.asarray(pi, dtype=np.float64)
+    if game.tau == 0:
+        return float(r.max() - pi @ r)
+    return float(game.tau * _kl(pi, bt_optimum(game, r)))
+
+
+def _proximal_dpo(anchor: np.ndarray, game: PreferenceGame, eta: float, r: np.ndarray) -> np.ndarray:
+    """argmax_pi E_pi[r] - tau KL(pi || mu) - (1/eta) KL(pi || anchor), in closed form:
+
+        log pi ∝ (log anchor + eta tau log mu + eta r) / (1 + eta tau).
+    """
+    return _normalise_log((np.log(anchor) + eta * game.tau * np.log(game.ref) + eta * r) / (1 + eta * game.tau))
+
+
+def iterative_dpo_step(pi, game, eta, t, state):
+    """Iterative DPO in expectation: one round = the exact population minimiser of the DPO
+    loss with the previous policy as reference (Xiong et al. 2024, arXiv:2312.11456;
+    He, Yuan & Gu 2024, "Accelerated Preference Optimization for Large Language Model
+    Alignment", arXiv:2410.06293, Section 3: iterative preference optimisation is the
+    proximal point method)
+
+        pi_{t+1} = argmax_pi E_pi[r] - tau KL(pi || mu) - (1/eta) KL(pi || pi_t),
+
+    i.e. DPO with beta = 1/eta against reference pi_t; for a BT-consistent P its population
+    minimiser is pi_t exp(eta r) / Z whatever the pairs' sampling distribution (full support).
+    ``tau = 0`` is exactly APO's setting (reference = previous policy, target argmax r);
+    ``tau > 0`` keeps the KL to mu of the regularised objective, whose optimum is
+    :func:`bt_optimum` mu exp(r / tau). r = :func:`bt_rewards` (P's Bradley-Terry fit).
+    """
+    return _proximal_dpo(pi, game, eta, _bt_reward(game, state))
+
+
+def apo_step(pi, game, eta, t, state):
+    """APO, Accelerated Preference Optimization (He, Yuan & Gu 2024, arXiv:2410.06293,
+    Algorithm 1 / Section 3; the METHODS.md row's 'verify' settled on its log-space form):
+    iterative DPO (the proximal step of :func:`iterative_dpo_step`) taken from the
+    *extrapolated* reference, then Nesterov extrapolation
+
+        pi_{t+1}     = prox_eta(pi_hat_t)                       (DPO vs reference pi_hat_t)
+        pi_hat_{t+1} ∝ pi_{t+1} (pi_{t+1} / pi_t)^alpha         (log pi_hat = log pi_{t+1}
+                                                                  + alpha (log pi_{t+1} - log pi_t))
+
+    with pi_hat_0 = pi_0. ``alpha`` in ``state`` (default 0.3); alpha = 0 is iterative DPO exactly.
+    With tau = 0 and pi_0 = mu the iterates are mu exp(c_t r) / Z with
+    c_{t+1} - c_t = alpha (c_t - c_{t-1}) + eta, so the per-round step grows towards
+    eta / (1 - alpha): the 1/(1 - alpha) speed-up of the paper's rate (Section 4).
+    The returned iterate (the one measured) is pi_{t+1}; pi_hat lives in ``state``.
+    """
+    alpha = float(state.get("alpha", 0.3))
+    anchor = state.get("pi_hat", pi)
+    new = _proximal_dpo(anchor, game, eta, _bt_reward(game, state))
+    log_new = np.log(np.clip(new, 1e-300, None))
+    state["pi_hat"] = _normalise_log(log_new + alpha * (log_new - np.log(pi)))
+    return new
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     name: str
@@ -310,6 +395,9 @@ METHODS: dict[str, MethodInfo] = {
     "ipo_md": MethodInfo("ipo_md", ipo_md_step, "last", True, 0.02, nash_seeking=False, defaults={"beta": 0.1}),
     "sppo": MethodInfo("sppo", sppo_step, "average", False, 0.05),  # eta: a floor ~ eta * O(1e-2) on the average gap
     "rlhf_bt": MethodInfo("rlhf_bt", rlhf_bt_step, "last", True, 0.5, nash_seeking=False),
+    # reward-based (BT) proximal methods: their target is bt_optimum, measured with bt_suboptimality
+    "iterative_dpo": MethodInfo("iterative_dpo", iterative_dpo_step, "last", True, 1.0, nash_seeking=False),
+    "apo": MethodInfo("apo", apo_step, "last", True, 1.0, nash_seeking=False, defaults={"alpha": 0.3}),
 }
 
 
