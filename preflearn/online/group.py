@@ -24,7 +24,16 @@ pi_t (``reference="previous"``). The optimizer state carries across rounds.
 
 Why not the trainer shell (:class:`preflearn.train.Trainer`): it takes records whose
 candidates carry labels/ranks/margins, and refuses losses that need per-sample external
-``rewards`` (``check_data_for_loss``); this shell is the thin loop for that case.
+``rewards`` (``check_data_for_loss``); this shell is the thin loop for that case. It reuses
+the shell's checkpoint pieces instead (:mod:`preflearn.train.checkpoint`): after every round
+``<run>/checkpoints/step-<rounds done>/`` is written atomically (temporary directory, then
+rename; the last ``keep_last`` kept) with the trainable weights, the optimizer state, the RNG
+states (python, numpy, torch and the loop's own numpy generator), the finished rounds' metrics
+and the initial policy's held-out answers. ``run_online_group(..., resume=True)`` (called with
+the *initial* policy, as a fresh run would be) rebuilds the reference from it, restores the
+last complete round and continues; the result equals the uninterrupted run's (a test checks
+weights and metrics exactly). A checkpoint that cannot be read is refused with its path, and a
+failed save never touches the previous one (:func:`save_round`, :func:`load_round`).
 
 Every round's samples and rewards are saved as :class:`~preflearn.data.RatedRecord` s
 (``round-<r>/rated.jsonl``; score key ``"reward"``) plus per-step metrics
@@ -46,7 +55,7 @@ from ..errors import ConfigError
 from .judges import Judge, win_rates
 from .sampling import SamplingConfig, encode_prompts, sample
 
-__all__ = ["GroupConfig", "run_online_group", "group_rewards", "load_policy"]
+__all__ = ["GroupConfig", "run_online_group", "group_rewards", "load_policy", "save_round", "load_round"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class GroupConfig:
     batch_size: int = field(default=4, metadata={"help": "prompts (x K samples) per optimizer step", "ge": 1})
     epochs: int = field(default=1, metadata={"help": "passes over a round's samples", "ge": 1})
     max_grad_norm: float = field(default=1.0, metadata={"help": "0 = no clipping", "ge": 0})
+    checkpoint: bool = field(default=True, metadata={"help": "save a checkpoint after every round (for resume)"})
+    keep_last: int = field(default=2, metadata={"help": "checkpoints kept", "ge": 1})
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=1, temperature=0.0))
 
@@ -188,6 +199,92 @@ def _pairs_round(model: Any, tokenizer: Any, judge: Judge, ctx: Sequence[Any], s
     return examples, rewards
 
 
+class _NoScheduler:
+    """The online loops use a constant learning rate; the shell's checkpoint format wants a scheduler."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def save_round(run_dir: str | Path, rounds_done: int, *, model: Any, optimizer: Any, rng: np.random.Generator,
+               state: dict[str, Any], modules: dict[str, Any] | None = None, keep_last: int = 2) -> Path:
+    """Checkpoint an online run after ``rounds_done`` complete rounds: ``<run>/checkpoints/step-<rounds_done>``.
+
+    Written by :func:`preflearn.train.checkpoint.save_checkpoint` (trainable weights, optimizer,
+    RNG states; a temporary directory renamed into place, so a crash mid-save leaves the previous
+    checkpoint as it was), plus in ``extra``: the loop's numpy generator state, ``state`` (rounds,
+    metric rows, step, baseline answers, ...) and the ``state_dict`` of each extra module (the PPO
+    value head).
+    """
+    from ..train.checkpoint import save_checkpoint
+
+    extra = {"online": {"rounds_done": int(rounds_done), "generator": rng.bit_generator.state, "state": state,
+                        "modules": {k: m.state_dict() for k, m in (modules or {}).items()}}}
+    return save_checkpoint(run_dir, step=int(rounds_done), model=model, optimizer=optimizer, scheduler=_NoScheduler(),
+                           micro_batches=0, extra=extra, keep_last=keep_last)
+
+
+def load_round(run_dir: str | Path, *, model: Any, optimizer: Any, rng: np.random.Generator,
+               modules: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """Restore the latest complete checkpoint of an online run in place; returns (rounds done, saved state).
+
+    Raises :class:`~preflearn.errors.ConfigError` naming the file when there is none, when it
+    cannot be read (truncated or corrupt ``state.pt``), or when it does not fit the model.
+    """
+    import torch
+
+    from ..train.checkpoint import latest_checkpoint, set_rng_state
+
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        raise ConfigError(f"resume: no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
+    path = last / "state.pt"
+    try:
+        saved = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # a truncated zip, a pickling error, a zero-byte file
+        raise ConfigError(f"resume: checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:120]}); "
+                          "it is corrupt or partial. Delete that folder to resume from an earlier checkpoint, "
+                          "or start over without resume") from None
+    online = saved.get("extra", {}).get("online") if isinstance(saved, dict) else None
+    if online is None or "model" not in saved or "optimizer" not in saved:
+        raise ConfigError(f"resume: {path} is not a checkpoint of an online run (no 'online' state)")
+    params = dict(model.named_parameters())
+    unknown = [n for n in saved["model"] if n not in params or params[n].shape != saved["model"][n].shape]
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    if unknown or trainable != set(saved["model"]):
+        which = unknown[0] if unknown else sorted(trainable ^ set(saved["model"]))[0]
+        raise ConfigError(f"resume: checkpoint {path} does not match the model (parameter {which!r})")
+    with torch.no_grad():
+        for n, t in saved["model"].items():
+            params[n].copy_(t)
+    optimizer.load_state_dict(saved["optimizer"])
+    for k, m in (modules or {}).items():
+        m.load_state_dict(online["modules"][k])
+    set_rng_state(saved["rng"])
+    rng.bit_generator.state = online["generator"]
+    return int(online["rounds_done"]), online["state"]
+
+
+def _fingerprint(cfg: Any) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues (all but rounds/checkpointing)."""
+    import dataclasses
+
+    d = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    for k in ("rounds", "checkpoint", "keep_last"):
+        d.pop(k, None)
+    return d
+
+
+def _check_fingerprint(saved: dict[str, Any], now: dict[str, Any], run: Path) -> None:
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"resume: the configuration differs from the one {run} started with in {diff[0]!r} "
+                          f"({saved.get(diff[0])!r} then, {now.get(diff[0])!r} now)")
+
+
 def _reference(model: Any, mode: str):
     from ..train.reference import AdapterReference, ModelReference, NoReference
 
@@ -197,8 +294,13 @@ def _reference(model: Any, mode: str):
 
 
 def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, tokenizer: Any = None,
-                     contexts: Sequence[Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                     contexts: Sequence[Any] | None = None, progress: bool = False,
+                     resume: bool = False) -> dict[str, Any]:
     """Run ``cfg.rounds`` rounds of sample -> judge -> policy-gradient update; returns a summary.
+
+    ``resume=True`` continues from the run directory's last complete round (pass the *initial*
+    policy, as for a fresh run: the reference is rebuilt from it before the checkpoint's weights
+    are loaded); the configuration must be the one the run started with (``rounds`` may grow).
 
     The summary holds per-round mean rewards of the samples, the loss per step, and (with
     ``eval_prompts``) the held-out win rate of the final policy's greedy answers over the
@@ -219,9 +321,11 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
     lspec = spec(cfg.loss)
     xpo = "explore_logps" in lspec.aux  # (y ~ pi_t, y_tilde ~ pi_ref) pairs with the exploration term
     inpo = "previous_logps" in lspec.aux  # judged pairs of pi_t's samples, with pi_t's log-probs
-    if not (xpo or inpo) and ("rewards" not in lspec.needs or lspec.k != "any"):
-        raise ConfigError(f"loss {cfg.loss!r} is not a K-wise loss on rewards (k='any', needs rewards) nor XPO; "
+    if not (xpo or inpo) and ("rewards" not in lspec.needs or lspec.k not in ("any", 2)):
+        raise ConfigError(f"loss {cfg.loss!r} is not a K-wise loss on rewards (k='any' or 2, needs rewards) nor XPO; "
                           "pairwise losses run through preflearn.online.loop.run_online")
+    if lspec.k == 2 and not (xpo or inpo) and cfg.sampling.num_samples != 2:
+        raise ConfigError(f"loss {cfg.loss!r} compares two samples per prompt: set sampling.num_samples=2")
     ref_mode, reward_kind = cfg.resolved_reference(), cfg.resolved_reward()
     if lspec.reference == "required" and ref_mode == "none":
         raise ConfigError(f"loss {cfg.loss!r} needs a reference; reference cannot be 'none'")
@@ -249,14 +353,22 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
     run.mkdir(parents=True, exist_ok=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
-    baseline = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)] if eval_ctx else []
-    reference = _reference(model, ref_mode)
+    reference = _reference(model, ref_mode)  # from the initial policy, also on resume (before loading weights)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the policy has no trainable parameters")
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    rounds, metrics_rows, step = [], [], 0
-    for r in range(cfg.rounds):
+    rounds, metrics_rows, step, first = [], [], 0, 0
+    fingerprint = _fingerprint(cfg)
+    if resume:
+        first, saved = load_round(run, model=model, optimizer=optim, rng=rng)
+        _check_fingerprint(saved["config"], fingerprint, run)
+        rounds, metrics_rows, step, baseline = saved["rounds"], saved["metrics"], saved["step"], saved["baseline"]
+        if progress:
+            print(f"resumed after round {first - 1} (step {step})")
+    else:
+        baseline = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)] if eval_ctx else []
+    for r in range(first, cfg.rounds):
         start = cfg.eval_prompts + r * cfg.prompts_per_round
         ctx = [pool[i] for i in order[start:start + cfg.prompts_per_round]]
         scfg = SamplingConfig(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed + r})
@@ -300,6 +412,7 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
                 scores = to_scores(batch, pol, ref)
                 dev = scores.logps.device
                 scores.rewards = torch.tensor(np.stack([rewards[i] for i in b]), dtype=scores.logps.dtype, device=dev)
+                scores.aux["old_logps"] = old[bi]["logps"]  # pi_old of the sequence (P3O's ratios)
                 if token_level:
                     scores.aux["old_token_logps"] = old[bi]["token_logps"]
                 if inpo:  # log pi_t of the pair (the sampling policy's, before this round's updates)
@@ -321,6 +434,10 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
         rounds.append({"round": r, "prompts": len(ctx), "mean_reward": mean_reward, "losses": losses})
         if progress:
             print(f"round {r}: mean {reward_kind} of the samples {mean_reward:.4f}; {len(losses)} steps")
+        if cfg.checkpoint:
+            save_round(run, r + 1, model=model, optimizer=optim, rng=rng, keep_last=cfg.keep_last,
+                       state={"rounds": rounds, "metrics": metrics_rows, "step": step, "baseline": baseline,
+                              "config": fingerprint})
     with atomic_write(run / "metrics.jsonl", "w") as f:
         for row in metrics_rows:
             f.write(json.dumps(row) + "\n")

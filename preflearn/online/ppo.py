@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["kl_penalized_rewards", "gae", "whiten", "ppo_losses", "AdaptiveKLController"]
+__all__ = ["kl_penalized_rewards", "rto_rewards", "rto_token_reward", "gae", "whiten", "ppo_losses",
+           "AdaptiveKLController"]
 
 
 def kl_penalized_rewards(score: Tensor, logps: Tensor, ref_logps: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
@@ -38,6 +39,45 @@ def kl_penalized_rewards(score: Tensor, logps: Tensor, ref_logps: Tensor, mask: 
     has = (mask.sum(-1) > 0).to(r.dtype)
     return r.scatter_add(-1, last[:, None], (score.to(r.dtype) * has)[:, None])
 
+
+def rto_rewards(score: Tensor, logps: Tensor, ref_logps: Tensor, dpo_logps: Tensor, mask: Tensor, kl_coef: float,
+                beta: float = 0.1, score_coef: float = 1.0) -> Tensor:
+    """(B, T) RTO's token rewards: the DPO model's dense token reward + the sparse score - the KL penalty.
+
+    Zhong et al. 2024, "DPO Meets PPO: Reinforced Token Optimization for RLHF", arXiv:2404.18922,
+    Section 4 (the practical RTO reward; the equation number could not be checked offline)::
+
+        r_t = beta * log( pi_dpo(a_t|s_t) / pi_ref(a_t|s_t) )            (dense: DPO's token-wise implicit reward)
+              - kl_coef * log( pi_old(a_t|s_t) / pi_ref(a_t|s_t) )       (the usual per-token KL penalty)
+              + [t = last token] * score_coef * r(x, y)                  (the sparse reward-model score)
+
+    then PPO on the token MDP (:func:`gae`, :func:`ppo_losses`). The DPO model is trained first on
+    the preference data; its token log-ratio to pi_ref is the token-level reward DPO implicitly
+    learns (the paper's argument). beta = 0.1 (DPO's usual beta; our choice), score_coef = 1.
+
+    score : (B,); logps (pi_old), ref_logps, dpo_logps, mask : (B, T).
+    """
+    dense = beta * (dpo_logps - ref_logps) * mask
+    return dense + kl_penalized_rewards(score_coef * score, logps, ref_logps, mask, kl_coef)
+
+
+def rto_token_reward(dpo_model: torch.nn.Module, beta: float = 0.1,
+                     reference_model: torch.nn.Module | None = None):
+    """A ``token_reward`` hook for :func:`preflearn.online.ppo_loop.run_online_ppo`: RTO's dense reward.
+
+    Returns ``f(batch, ref_token_logps) -> (B, K, T)`` = beta (log pi_dpo - log pi_ref) per
+    completion token (:func:`rto_rewards`' first term). pi_ref is ``reference_model`` when given,
+    else the loop's own KL reference (the initial policy, the usual case: DPO and PPO start from
+    the same SFT model). ``dpo_model`` is frozen here (scored without gradients).
+    """
+    from ..train.reference import _eval_scores
+
+    def token_reward(batch, ref_token_logps: Tensor) -> Tensor:
+        dpo = _eval_scores(dpo_model, batch, True)["token_logps"]
+        ref = ref_token_logps if reference_model is None else _eval_scores(reference_model, batch, True)["token_logps"]
+        return beta * (dpo - ref)
+
+    return token_reward
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation: (advantages, returns), each (B, T).

@@ -17,13 +17,23 @@ The value is a linear head on the policy's final hidden state at the position th
 each completion token (shared backbone, as in InstructGPT-style implementations with a value
 head; initialised to 0). Policy log-probs and values come from one backbone forward of the
 prefix-shared batch.
+
+``token_reward`` adds a dense per-token reward to step 3, e.g. RTO's
+beta log(pi_dpo / pi_ref) from a DPO-trained model (:func:`preflearn.online.ppo.rto_token_reward`,
+Zhong et al. 2024, arXiv:2404.18922); ``score_coef`` weighs the judge's sparse score (0 = the
+dense reward alone).
+
+Checkpoints and resume as in :func:`preflearn.online.group.run_online_group`: after every round
+the trainable weights, the value head, the optimizer (policy + value head), the RNG states, the
+adaptive KL coefficient and the finished rounds are saved atomically; ``resume=True`` continues
+from the last complete round and reproduces the uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +66,10 @@ class PPOConfig:
     value_clip: float = 0.2
     value_coef: float = 0.1
     max_grad_norm: float = field(default=1.0, metadata={"ge": 0})
+    score_coef: float = field(default=1.0, metadata={"help": "weight of the judge's score at the last token "
+                                                           "(RTO's beta_3; 0 = only a dense token_reward)"})
+    checkpoint: bool = field(default=True, metadata={"help": "save a checkpoint after every round (for resume)"})
+    keep_last: int = field(default=2, metadata={"ge": 1})
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=2))
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=1, temperature=0.0))
 
@@ -89,15 +103,21 @@ def policy_and_values(model: Any, value_head: Any, batch: Any) -> tuple[Any, Any
 
 
 def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, contexts: Sequence[Any],
-                   progress: bool = False) -> dict[str, Any]:
-    """Rounds of sample -> reward-model score -> PPO; returns per-round mean scores and the held-out win rate."""
+                   progress: bool = False, token_reward: Callable[[Any, Any], Any] | None = None,
+                   resume: bool = False) -> dict[str, Any]:
+    """Rounds of sample -> reward-model score -> PPO; returns per-round mean scores and the held-out win rate.
+
+    token_reward : optional ``f(batch, ref_token_logps (B, K, T)) -> (B, K, T)`` dense reward added
+        to every completion token's reward (RTO: :func:`preflearn.online.ppo.rto_token_reward`).
+    resume : continue from the run directory's last complete round (pass the initial policy).
+    """
     import torch
 
     from ..data.collate import collate_shared
     from ..data.tokenize import TokenizedExample
     from ..data.writers import atomic_write
     from . import ppo as P
-    from .group import _reference
+    from .group import _check_fingerprint, _fingerprint, _reference, load_round, save_round
     from .loop import win_rate_vs
 
     if not hasattr(judge, "score"):
@@ -113,8 +133,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
     run = Path(cfg.output_dir) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    baseline = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)] if eval_ctx else []
-    reference = _reference(model, "initial")
+    reference = _reference(model, "initial")  # from the initial policy, also on resume
     hidden = model.get_output_embeddings().in_features if hasattr(model, "get_output_embeddings") else None
     value_head = torch.nn.Linear(hidden, 1)
     torch.nn.init.zeros_(value_head.weight)
@@ -122,8 +141,17 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     kl_ctl = P.AdaptiveKLController(value=cfg.kl_coef, target=cfg.kl_target or 1.0)
-    rounds, rows, step = [], [], 0
-    for r in range(cfg.rounds):
+    rounds, rows, step, first = [], [], 0, 0
+    fingerprint = _fingerprint(cfg)
+    fingerprint["token_reward"] = token_reward is not None
+    if resume:
+        first, saved = load_round(run, model=model, optimizer=optim, rng=rng, modules={"value_head": value_head})
+        _check_fingerprint(saved["config"], fingerprint, run)
+        rounds, rows, step, baseline = saved["rounds"], saved["metrics"], saved["step"], saved["baseline"]
+        kl_ctl.value = saved["kl_coef"]
+    else:
+        baseline = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)] if eval_ctx else []
+    for r in range(first, cfg.rounds):
         start = cfg.eval_prompts + r * cfg.prompts_per_round
         ctx = [pool[i] for i in order[start:start + cfg.prompts_per_round]]
         scfg = SamplingConfig(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed + r})
@@ -145,7 +173,9 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
                 B, K, T = lp.shape
                 score = torch.tensor(np.stack([scores[i] for i in b]), dtype=lp.dtype).reshape(B * K)
                 flat = [x.reshape(B * K, T) for x in (lp, ref, m, v)]
-                rw = P.kl_penalized_rewards(score, flat[0], flat[1], flat[2], kl_ctl.value)
+                rw = P.kl_penalized_rewards(cfg.score_coef * score, flat[0], flat[1], flat[2], kl_ctl.value)
+                if token_reward is not None:  # RTO: + beta log pi_dpo/pi_ref on every completion token
+                    rw = rw + token_reward(batch, ref).reshape(B * K, T).to(rw.dtype) * flat[2]
                 adv, ret = P.gae(rw, flat[3], flat[2], cfg.gamma, cfg.lam)
                 kls.append(float(((flat[0] - flat[1]) * flat[2]).sum(-1).mean()))
                 stats.append({"old": flat[0], "values": flat[3], "mask": flat[2], "adv": adv, "ret": ret})
@@ -177,6 +207,11 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
             kl_ctl.update(kl)
         rounds.append({"round": r, "mean_score": float(np.mean(scores)), "kl": kl, "kl_coef": kl_ctl.value,
                        "losses": losses})
+        if cfg.checkpoint:
+            save_round(run, r + 1, model=model, optimizer=optim, rng=rng, modules={"value_head": value_head},
+                       keep_last=cfg.keep_last, state={"rounds": rounds, "metrics": rows, "step": step,
+                                                       "baseline": baseline, "kl_coef": kl_ctl.value,
+                                                       "config": fingerprint})
     with atomic_write(run / "metrics.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
