@@ -1,4 +1,4 @@
-"""Language-model losses of the online methods: SPPO, INPO, XPO, RLOO and GRPO.
+"""Language-model losses of the online methods: SPPO, INPO, XPO, RLOO, GRPO and P3O.
 
 Each is a pure function of :class:`preflearn.losses.Scores` registered in the loss
 registry (so ``preflearn.losses.compute("rloo", scores)`` works and the registry-wide
@@ -25,7 +25,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..losses.base import LossOutput, Scores, pair_metrics, register, weighted_mean
 
-__all__ = ["sppo", "inpo", "xpo", "rloo", "grpo", "leave_one_out_advantages", "group_advantages", "k3_kl"]
+__all__ = ["sppo", "inpo", "xpo", "rloo", "grpo", "p3o", "leave_one_out_advantages", "group_advantages",
+           "k3_kl"]
 
 
 def _finish(per_example: Tensor, scores: Scores, rewards: Tensor, **extra: Tensor) -> LossOutput:
@@ -326,3 +327,97 @@ def grpo(scores: Scores, beta: float = 0.04, epsilon: float = 0.2, scale_rewards
         per_example, scores, A[..., 0].expand_as(per_sample),
         kl=(kl * mask).sum(-1) / n, clip_fraction=(clipped * mask).sum(-1) / n,
     )
+
+
+# ----------------------------------------------------------------------------- P3O
+_P3O_PAPER = "Pairwise Proximal Policy Optimization: Harnessing Relative Feedback for LLM Alignment"
+
+
+@register(
+    "p3o",
+    family="online",
+    k=2,
+    reference="optional",
+    needs=("rewards",),
+    defaults={"beta": 0.05, "epsilon": 0.2, "clip": "separate"},
+    paper=_P3O_PAPER,
+    arxiv="2310.00212",
+    exempt={
+        "gradcheck": "without aux old_logps the ratios are exp(logp - sg(logp)) = 1 at every input (finite "
+                     "differences see a constant, the gradient is the pairwise policy gradient by design); "
+                     "tests/online/test_objectives.py gradchecks both clip forms with fixed old log-probs",
+    },
+)
+def p3o(scores: Scores, beta: float = 0.05, epsilon: float = 0.2, clip: str = "separate") -> LossOutput:
+    """P3O: the pairwise (relative) policy gradient of two samples of a prompt, with PPO-style ratio clipping.
+
+    Wu et al. 2023, "Pairwise Proximal Policy Optimization: Harnessing Relative Feedback for LLM
+    Alignment", arXiv:2310.00212, Section 4. The pairwise policy gradient (PPG) of two responses
+    y1, y2 ~ pi_theta(.|x) replaces PPO's absolute reward by the reward *difference*::
+
+        grad = E_{y1, y2 ~ pi} [ (r(y1|x) - r(y2|x)) * grad( log pi(y1|x) - log pi(y2|x) ) / 2 ]
+
+    so adding any per-prompt shift delta(x) to the reward changes nothing (the invariance to
+    equivalent rewards that motivates the method; tests/online/test_objectives.py checks it).
+    With samples from pi_old, importance ratios rho_i = pi_theta(y_i|x) / pi_old(y_i|x) and
+    PPO's clipping bound the update; the paper gives two clip forms, V1 "separate" and V2
+    "joint" clipping. The equation numbers and the exact printed form could not be read on this
+    offline machine (the BAIR blog post of the paper confirms the PPG above, importance sampling
+    from pi_old, and the two variants); what is implemented, with Delta = R(y1) - R(y2)::
+
+        separate (V1): each response is a PPO sample with advantage +-Delta/2
+            J = min(rho_1 Delta/2, clip(rho_1, 1-eps, 1+eps) Delta/2) + min(-rho_2 Delta/2, -clip(rho_2) Delta/2)
+        joint (V2): one clipped ratio for the pair, rho = rho_1 / rho_2 (= pi(y1)pi_old(y2) / (pi_old(y1)pi(y2)),
+            whose gradient at rho = 1 is grad(log pi(y1) - log pi(y2))), symmetrised over the unordered pair
+            J = 1/2 [ min(rho Delta/2, clip(rho) Delta/2) + min(rho^-1 (-Delta)/2, clip(rho^-1) (-Delta)/2) ]
+
+    Both have gradient PPG at theta = theta_old and are invariant to per-prompt reward shifts.
+    The KL penalty enters the reward as in PPO-RLHF (Ziegler et al. 2019, Eq. 2; the P3O paper
+    keeps the KL-regularised reward)::
+
+        R(y_i) = r(y_i) - beta (log pi_old(y_i|x) - log pi_ref(y_i|x))          (no gradient)
+
+    The loss is -J per prompt.
+
+    Parameters
+    ----------
+    scores : ``logps`` (B, 2) of two samples of the same prompt under pi_theta; ``rewards``
+        (B, 2) the judge's scores; ``ref_logps`` (B, 2) optional (with beta > 0: the KL-shaped
+        reward); optional ``aux["old_logps"]`` (B, 2) log pi_old of the sampling policy (absent:
+        sg(logps), ratios 1, the on-policy case).
+    beta : float
+        KL coefficient; 0.05 as our ``rloo`` (the paper sweeps the KL-reward frontier; our choice).
+    epsilon : float
+        Ratio clip 0.2 (PPO's default; our choice).
+    clip : "separate" | "joint"
+        V1 (the default here) or V2.
+
+    Returns rewards = the KL-shaped rewards R (B, 2); metrics ``clip_fraction`` and ``reward_gap`` |Delta|.
+    """
+    if clip not in ("separate", "joint"):
+        raise ConfigError(f"loss 'p3o': clip must be 'separate' or 'joint', got {clip!r}")
+    _need_k(scores, "p3o")
+    lp = scores.logps
+    old = scores.aux.get("old_logps")
+    old = lp.detach() if old is None else old.to(lp.dtype)
+    R = scores.rewards.to(lp.dtype)
+    if scores.ref_logps is not None and beta:
+        R = R - beta * (old.detach() - scores.ref_logps)
+    delta = (R[:, 0] - R[:, 1]).detach()  # (B,): a per-prompt shift of r cancels here
+    log_rho = lp - old.detach()  # (B, 2)
+
+    def clipped(log_ratio: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
+        ratio = torch.exp(log_ratio)
+        j = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
+        return j, ((ratio - 1).abs() > epsilon).to(lp.dtype)
+
+    if clip == "separate":
+        j1, c1 = clipped(log_rho[:, 0], delta / 2)
+        j2, c2 = clipped(log_rho[:, 1], -delta / 2)
+        J, frac = j1 + j2, (c1 + c2) / 2
+    else:
+        h = log_rho[:, 0] - log_rho[:, 1]
+        j1, c1 = clipped(h, delta / 2)
+        j2, _ = clipped(-h, -delta / 2)
+        J, frac = (j1 + j2) / 2, c1
+    return _finish(-J, scores, R, clip_fraction=frac, reward_gap=delta.abs())

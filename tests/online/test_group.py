@@ -83,3 +83,17 @@ def test_pairwise_online_methods_raise_the_reward(tmp_path, loss, hparams, k):
     with pytest.raises(ConfigError, match="reference=initial"):
         G.run_online_group(_cfg(tmp_path, loss, reference="previous"), judge, model=tiny_llama(),
                            tokenizer=CharTokenizer(), contexts=CONTEXTS)
+
+
+@pytest.mark.parametrize("clip", ["separate", "joint"])
+def test_p3o_runs_as_a_two_sample_group_loss_and_raises_the_reward(tmp_path, clip):
+    """P3O (arXiv:2310.00212) through run_online_group: K = 2 samples per prompt, pi_old ratios, KL-shaped reward."""
+    judge = J.OracleJudge(count_x, expected=True)
+    cfg = _cfg(tmp_path, "p3o", hparams={"clip": clip}, sampling=SamplingConfig(num_samples=2, max_new_tokens=8))
+    out = G.run_online_group(cfg, judge, model=tiny_llama(5), tokenizer=CharTokenizer(), contexts=CONTEXTS)
+    assert out["mean_score_final"] > out["mean_score_initial"] + 1.0
+    rows = [json.loads(x) for x in (tmp_path / "p3o" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["clip_fraction"] > 0 for r in rows)  # the second epoch's ratios differ from 1 and some clip
+    with pytest.raises(ConfigError, match="num_samples=2"):
+        G.run_online_group(_cfg(tmp_path, "p3o"), judge, model=tiny_llama(), tokenizer=CharTokenizer(),
+                           contexts=CONTEXTS)

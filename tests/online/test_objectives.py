@@ -20,7 +20,8 @@ def t(x):
 
 
 def test_registered_with_papers():
-    for name, arxiv in (("sppo", "2405.00675"), ("xpo", "2405.21046"), ("rloo", "2402.14740"), ("grpo", "2402.03300")):
+    for name, arxiv in (("sppo", "2405.00675"), ("xpo", "2405.21046"), ("rloo", "2402.14740"), ("grpo", "2402.03300"),
+                        ("p3o", "2310.00212")):
         assert name in L.names() and L.spec(name).arxiv == arxiv and arxiv in L.get(name).__doc__
 
 
@@ -215,3 +216,92 @@ def test_inpo_population_minimiser_is_the_tabular_mirror_descent_step():
 
     opt.step(closure)
     np.testing.assert_allclose(torch.softmax(logits, 0).detach().numpy(), target, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- P3O
+def _p3o(lp, old, rewards, ref=None, **hp):
+    s = Scores(logps=lp, rewards=rewards, ref_logps=ref, aux={"old_logps": old})
+    return L.compute("p3o", s, **hp)
+
+
+def test_p3o_by_hand_both_clip_forms():
+    # one prompt, rho = (1.5, 0.9), r = (2, 1) -> Delta = 1, eps 0.2
+    old = t([[-2.0, -3.0]])
+    lp = (old + t([[math.log(1.5), math.log(0.9)]])).requires_grad_()
+    out = _p3o(lp, old, t([[2.0, 1.0]]), clip="separate")
+    # y1: min(1.5 * 0.5, 1.2 * 0.5) = 0.6 (clipped); y2: min(-0.9 * 0.5, -0.9 * 0.5) = -0.45 (inside the region)
+    assert float(out.loss.detach()) == pytest.approx(-(0.6 - 0.45))
+    out.loss.backward()
+    torch.testing.assert_close(lp.grad, t([[0.0, 0.9 * 0.5]]))  # only y2's unclipped term moves: lower y2
+    lp.grad = None
+    out = _p3o(lp, old, t([[2.0, 1.0]]), clip="joint")
+    # rho = 1.5 / 0.9 = 1.667 -> min(0.833, 0.6) = 0.6; reversed: 1/rho = 0.6, adv -0.5 -> min(-0.3, -0.4) = -0.4
+    assert float(out.loss.detach()) == pytest.approx(-(0.6 - 0.4) / 2)
+    out.loss.backward()
+    torch.testing.assert_close(lp.grad, t([[0.0, 0.0]]))  # both orders clipped
+    # inside the trust region, joint: rho = 1.05 / 0.98
+    lp2 = (old + t([[math.log(1.05), math.log(0.98)]])).requires_grad_()
+    out = _p3o(lp2, old, t([[2.0, 1.0]]), clip="joint")
+    rho = 1.05 / 0.98
+    assert float(out.loss.detach()) == pytest.approx(-(rho * 0.5 - 0.5 / rho) / 2)
+    out.loss.backward()
+    g = (rho * 0.5 + 0.5 / rho) / 2  # d/d logp1 of J; d/d logp2 is its negative
+    torch.testing.assert_close(lp2.grad, t([[-g, g]]))
+    # the KL-shaped reward: R = r - beta (log pi_old - log pi_ref); Delta = (2 - 0.1 * 1) - (1 - 0.1 * -1) = 0.8
+    out = _p3o(old.clone().requires_grad_(), old, t([[2.0, 1.0]]), ref=old - t([[1.0, -1.0]]), beta=0.1)
+    torch.testing.assert_close(out.rewards, t([[1.9, 1.1]]))
+    assert float(out.loss.detach()) == pytest.approx(0.0)  # ratios 1: J = Delta/2 - Delta/2
+    with pytest.raises(ConfigError, match="clip must be"):
+        _p3o(lp, old, t([[2.0, 1.0]]), clip="both")
+
+
+@pytest.mark.parametrize("clip", ["separate", "joint"])
+def test_p3o_on_policy_gradient_is_the_pairwise_policy_gradient(clip):
+    """At theta = theta_old: grad(-J) = -(R1 - R2)/2 * grad(log pi(y1) - log pi(y2)) (the PPG)."""
+    g = torch.Generator().manual_seed(0)
+    lp = -torch.rand(5, 2, generator=g, dtype=D)
+    r = torch.randn(5, 2, generator=g, dtype=D)
+    leaf = lp.clone().requires_grad_()
+    _p3o(leaf, lp, r, clip=clip).loss.backward()
+    d = (r[:, 0] - r[:, 1]) / 2 / 5  # the batch mean
+    torch.testing.assert_close(leaf.grad, torch.stack([-d, d], 1))
+
+
+@pytest.mark.parametrize("clip", ["separate", "joint"])
+def test_p3o_is_invariant_to_per_prompt_reward_shifts_unlike_reinforce(clip):
+    g = torch.Generator().manual_seed(1)
+    old = -torch.rand(6, 2, generator=g, dtype=D)
+    lp = old + 0.3 * torch.randn(6, 2, generator=g, dtype=D)  # some ratios clipped, some not
+    ref = -torch.rand(6, 2, generator=g, dtype=D)
+    r = torch.randn(6, 2, generator=g, dtype=D)
+    shift = 100.0 * torch.randn(6, 1, generator=g, dtype=D)  # delta(x): one constant per prompt
+
+    def grad(fn, rewards):
+        leaf = lp.clone().requires_grad_()
+        loss = fn(leaf, rewards)
+        loss.backward()
+        return loss.detach(), leaf.grad
+
+    def p3o(x, rw):
+        return _p3o(x, old, rw, ref=ref, beta=0.1, clip=clip).loss
+
+    def reinforce(x, rw):  # vanilla policy gradient with the absolute reward
+        return -(rw * x).mean()
+
+    (l0, g0), (l1, g1) = grad(p3o, r), grad(p3o, r + shift)
+    torch.testing.assert_close(l0, l1)
+    torch.testing.assert_close(g0, g1)
+    assert not torch.allclose(grad(reinforce, r)[1], grad(reinforce, r + shift)[1])
+    # swapping the two samples of every prompt (with their rewards and old log-probs) changes nothing
+    sw = [0, 1]
+    swapped = _p3o(lp[:, sw[::-1]], old[:, sw[::-1]], r[:, sw[::-1]], ref=ref[:, sw[::-1]], beta=0.1, clip=clip).loss
+    torch.testing.assert_close(swapped, l0)
+
+
+@pytest.mark.parametrize("clip", ["separate", "joint"])
+def test_p3o_gradcheck_with_fixed_old_logps(clip):
+    g = torch.Generator().manual_seed(2)
+    old = -torch.rand(3, 2, generator=g, dtype=D)
+    lp = (old + 0.05 * torch.randn(3, 2, generator=g, dtype=D)).requires_grad_()
+    r, ref = torch.randn(3, 2, generator=g, dtype=D), -torch.rand(3, 2, generator=g, dtype=D)
+    assert torch.autograd.gradcheck(lambda x: _p3o(x, old, r, ref=ref, clip=clip).loss, (lp,))
