@@ -15,7 +15,8 @@ Learning from Human Feedback", arXiv:2312.11456):
 
 Each round builds a fresh trainer, so the optimizer state starts anew every round (as in
 iterative-DPO recipes). The reference is either the initial policy for every round (``reference="initial"``,
-online DPO / online IPO) or the previous round's policy (``"previous"``, iterative DPO).
+online DPO / online IPO), the previous round's policy (``"previous"``, iterative DPO), or APO's
+extrapolated reference (``"apo"``, :class:`ExtrapolatedReference`; He, Yuan & Gu 2024, arXiv:2410.06293).
 Everything a round generated and judged is saved under ``<run>/round-<r>/`` as
 records (``pairs.jsonl``) plus the raw samples and judgments (``samples.jsonl``), so an
 online run is also a data set.
@@ -36,7 +37,8 @@ from ..errors import ConfigError
 from .judges import Judge, win_rates
 from .sampling import Sample, SamplingConfig, sample
 
-__all__ = ["OnlineConfig", "PAIR_BUILDERS", "build_pairs", "run_online", "win_rate_vs", "RoundResult"]
+__all__ = ["OnlineConfig", "PAIR_BUILDERS", "build_pairs", "run_online", "win_rate_vs", "RoundResult",
+           "ExtrapolatedReference", "extrapolated_reference_scores"]
 
 
 # ----------------------------------------------------------------------------- pair builders
@@ -113,6 +115,96 @@ def build_pairs(strategy: str, P: np.ndarray, rng: np.random.Generator, scores: 
     return PAIR_BUILDERS[strategy](P, rng, scores)
 
 
+# ----------------------------------------------------------------------------- APO reference
+def _completion_hidden(model: Any, batch: Any):
+    """(N, H) final hidden states before every completion token, the lm_head, and the batch on device
+    (the first half of :func:`preflearn.models.causal_lm.score_batch`)."""
+    from ..models.causal_lm import block_mask_to_additive, split_model
+
+    backbone, head = split_model(model)
+    param = next(backbone.parameters())
+    batch = batch.to(param.device)
+    attn = block_mask_to_additive(batch.attention_mask, param.dtype) if batch.layout == "shared" else batch.attention_mask
+    out = backbone(input_ids=batch.input_ids, attention_mask=attn, position_ids=batch.position_ids, use_cache=False)
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return hidden[batch.target_rows, batch.target_cols], head, batch
+
+
+def extrapolated_reference_scores(current: Any, previous: Any, batch: Any, alpha: float, *,
+                                  token_level: bool = False, chunk_size: int = 256) -> dict:
+    """APO's extrapolated reference, per token (He, Yuan & Gu 2024, "Accelerated Preference
+    Optimization for Large Language Model Alignment", arXiv:2410.06293, Algorithm 1: the
+    Nesterov step pi_hat_{t+1} ∝ pi_{t+1} (pi_{t+1} / pi_t)^alpha), applied to every next-token
+    distribution and renormalised over the vocabulary V:
+
+        log pi_hat(y_s | x, y_<s) = (1 + alpha) log pi_t(y_s | .) - alpha log pi_{t-1}(y_s | .)
+                                    - log sum_{v in V} pi_t(v | .)^(1 + alpha) pi_{t-1}(v | .)^(-alpha)
+
+    summed over the completion's tokens. ``current`` = pi_t (the round's starting policy),
+    ``previous`` = pi_{t-1}. The paper extrapolates whole-sequence distributions; its
+    normaliser is the same for y_w and y_l and cancels in DPO, while the per-token one here
+    does not (it makes pi_hat an autoregressive model, so it could also be sampled).
+    alpha = 0 gives pi_t's own log-probs. Computed without gradients, ``chunk_size`` target
+    tokens x V at a time. Returns what :func:`score_batch` returns (``logps`` (B, K),
+    ``lengths``; with ``token_level`` also ``token_logps`` / ``mask`` (B, K, T)).
+    """
+    import torch
+
+    with torch.no_grad():
+        h_cur, head_cur, batch = _completion_hidden(current, batch)
+        h_prev, head_prev, _ = _completion_hidden(previous, batch)
+        targets = batch.target_ids
+        parts = []
+        for s in range(0, len(targets), chunk_size):
+            lc = torch.log_softmax(head_cur(h_cur[s:s + chunk_size]).float(), -1)
+            lp = torch.log_softmax(head_prev(h_prev[s:s + chunk_size]).float(), -1)
+            comb = (1 + alpha) * lc - alpha * lp
+            t = targets[s:s + chunk_size, None]
+            parts.append(comb.gather(-1, t).squeeze(-1) - torch.logsumexp(comb, -1))
+        tok = torch.cat(parts) if parts else h_cur.new_zeros(0, dtype=torch.float32)
+        b, k = batch.num_examples, batch.num_candidates
+        logps = tok.new_zeros(b * k).index_add(0, batch.target_cand, tok).view(b, k)
+        out = {"logps": logps, "lengths": batch.lengths.to(device=tok.device, dtype=torch.float32)}
+        if token_level:
+            T = batch.max_completion_length
+            idx = (batch.target_cand, batch.target_step)
+            out["token_logps"] = tok.new_zeros(b * k, T).index_put(idx, tok).view(b, k, T)
+            out["mask"] = tok.new_zeros(b * k, T).index_put(idx, torch.ones_like(tok)).view(b, k, T)
+    return out
+
+
+def _frozen_copy(model: Any) -> Any:
+    import copy
+
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
+class ExtrapolatedReference:
+    """Reference provider (``provider(batch, indices, token_level)``, as in
+    :mod:`preflearn.train.reference`) giving APO's extrapolated reference from two frozen
+    policies; see :func:`extrapolated_reference_scores`."""
+
+    kind = "apo"
+
+    def __init__(self, current: Any, previous: Any, alpha: float):
+        self.current, self.previous, self.alpha = current, previous, float(alpha)
+
+    def __call__(self, batch: Any, indices: Sequence[int], token_level: bool = False) -> dict:
+        return extrapolated_reference_scores(self.current, self.previous, batch, self.alpha, token_level=token_level)
+
+    def after_step(self, step: int, policy: Any) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class OnlineConfig:
@@ -127,7 +219,9 @@ class OnlineConfig:
     eval_prompts: int = field(default=32, metadata={"help": "held-out prompts for the win rate", "ge": 0})
     rounds: int = field(default=2, metadata={"ge": 1})
     pairs: str = field(default="random_pair", metadata={"choices": tuple(PAIR_BUILDERS)})
-    reference: str = field(default="initial", metadata={"choices": ("initial", "previous")})
+    reference: str = field(default="initial", metadata={"choices": ("initial", "previous", "apo"),
+                                                        "help": "apo: Nesterov-extrapolated previous policies"})
+    apo_alpha: float = field(default=0.3, metadata={"help": "APO momentum alpha (reference=apo)", "ge": 0})
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=1, temperature=0.0))
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig fields (train.loss.name=...)"})
@@ -145,6 +239,7 @@ class RoundResult:
     mean_judge_win_rate_of_chosen: float
     train_losses: list[float]
     run_dir: Path
+    reference: str = ""  # the kind of reference provider the round trained against
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -223,6 +318,7 @@ def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer:
     baseline = _first_samples(sample(model, tokenizer, eval_ctx, cfg.eval_sampling)) if eval_ctx else []
     lora = base.model.lora.enabled
     results: list[RoundResult] = []
+    apo_previous = None  # reference=apo: frozen pi_{r-1}
     for r in range(cfg.rounds):
         start = cfg.eval_prompts + r * cfg.prompts_per_round
         ctx = [pool[i] for i in order[start:start + cfg.prompts_per_round]]
@@ -262,12 +358,24 @@ def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer:
             overrides.setdefault("reference", {**cfg.train.get("reference", {}), "mode": "model"})
         if cfg.reference == "previous" and lora and r > 0:
             raise ConfigError("reference=previous with LoRA needs a merged policy per round; use full fine-tuning")
+        if cfg.reference == "apo":  # the trainer's own provider is replaced below (from round 1 on)
+            overrides["reference"] = {**cfg.train.get("reference", {}), "mode": "adapter" if lora else "model"}
         tcfg = load_config({**cfg.train, "output_dir": cfg.output_dir, "seed": cfg.seed + r, **overrides,
                             "data": {**cfg.train.get("data", {}), "eval_size": 0}})
         trainer = Trainer(tcfg, model=model, tokenizer=tokenizer, examples=(examples, []))
+        if cfg.reference == "apo":
+            # pi_r: a frozen copy of the round's starting policy (the trainer's own copy with full fine-tuning)
+            from ..train.reference import ModelReference
+
+            ref = trainer.reference
+            current = ref.model if isinstance(ref, ModelReference) else _frozen_copy(trainer.model)
+            if apo_previous is not None:  # round 0 trains against pi_0 itself (pi_hat_0 = pi_0)
+                trainer.reference = ExtrapolatedReference(current, apo_previous, cfg.apo_alpha)
+            apo_previous = current
         res = trainer.fit()
         model = trainer.model
-        results.append(RoundResult(r, len(records), len(ctx), float(np.mean(chosen_p)), res.losses, res.run_dir))
+        results.append(RoundResult(r, len(records), len(ctx), float(np.mean(chosen_p)), res.losses, res.run_dir,
+                                   getattr(trainer.reference, "kind", "")))
         torch.manual_seed(cfg.seed + r)
 
     model.eval()

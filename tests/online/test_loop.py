@@ -98,3 +98,56 @@ def test_initial_reference_over_rounds_without_lora_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="needs LoRA"):
         O.run_online(cfg, J.OracleJudge(count_x), model=tiny_llama(), tokenizer=CharTokenizer(),
                      contexts=["a"] * 100, progress=False)
+
+
+def test_apo_extrapolated_reference_equals_a_hand_computation():
+    """(1 + a) log pi_t - a log pi_{t-1} per token, renormalised over the vocabulary, summed over the
+    completion: computed here from each model's full logits on the plain concatenated sequence."""
+    import torch
+
+    from preflearn.data.collate import collate_shared
+    from preflearn.data.tokenize import TokenizedExample
+    from preflearn.models.causal_lm import score_batch
+
+    cur, prev = tiny_llama(1).eval(), tiny_llama(2).eval()
+    examples = [TokenizedExample(prompt_ids=[1, 5, 6, 7], completion_ids=[[8, 9, 2], [10, 2]], kind="pairwise"),
+                TokenizedExample(prompt_ids=[1, 11], completion_ids=[[12, 13, 14, 2], [15]], kind="pairwise")]
+    batch = collate_shared(examples, pad_token_id=0)
+    alpha = 0.7
+    out = O.extrapolated_reference_scores(cur, prev, batch, alpha, token_level=True, chunk_size=3)
+    with torch.no_grad():
+        for b, ex in enumerate(examples):
+            for k, comp in enumerate(ex.completion_ids):
+                ids = torch.tensor([ex.prompt_ids + comp])
+                lc = torch.log_softmax(cur(input_ids=ids).logits[0].double(), -1)
+                lp = torch.log_softmax(prev(input_ids=ids).logits[0].double(), -1)
+                total, P0 = 0.0, len(ex.prompt_ids)
+                for s, tok in enumerate(comp):
+                    comb = (1 + alpha) * lc[P0 + s - 1] - alpha * lp[P0 + s - 1]
+                    val = float(comb[tok] - torch.logsumexp(comb, -1))
+                    assert float(out["token_logps"][b, k, s]) == pytest.approx(val, abs=2e-5)
+                    total += val
+                assert float(out["logps"][b, k]) == pytest.approx(total, abs=5e-5)
+        # alpha = 0: the current policy's own log-probs
+        zero = O.extrapolated_reference_scores(cur, prev, batch, 0.0)
+        torch.testing.assert_close(zero["logps"], score_batch(cur, batch)["logps"], atol=1e-5, rtol=0)
+    ref = O.ExtrapolatedReference(cur, prev, alpha)
+    torch.testing.assert_close(ref(batch, [0, 1])["logps"], out["logps"])
+
+
+def test_apo_reference_in_the_online_loop(tmp_path):
+    """reference=apo: round 0 trains against pi_0 (a frozen copy), round 1 against the extrapolation."""
+    cfg = O.OnlineConfig(
+        name="apo", output_dir=str(tmp_path), seed=0, prompts_per_round=6, eval_prompts=0, rounds=2,
+        pairs="best_vs_worst", reference="apo", apo_alpha=0.5,
+        sampling=SamplingConfig(num_samples=3, max_new_tokens=6, temperature=1.0),
+        train={"loss": {"name": "dpo", "beta": 0.1}, "optim": {"lr": 3e-3, "schedule": "constant"},
+               "batch_size": 4, "max_steps": 2, "progress": False, "tensorboard": False, "report": False,
+               "save_model": False, "data": {"max_prompt_length": 32, "max_completion_length": 16}},
+    )
+    out = O.run_online(cfg, J.OracleJudge(count_x, expected=True), model=tiny_llama(5), tokenizer=CharTokenizer(),
+                       contexts=[f"prompt number {i}" for i in range(12)], progress=False)
+    assert [r["reference"] for r in out["rounds"]] == ["model", "apo"]
+    first = [r["train_losses"][0] for r in out["rounds"]]
+    # round 0 starts at the policy = its reference (DPO loss log 2); round 1's reference is pi_hat != pi_1
+    assert first[0] == pytest.approx(np.log(2), abs=1e-5) and abs(first[1] - np.log(2)) > 1e-4
