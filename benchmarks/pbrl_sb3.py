@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import torch
 from preflearn.pbrl import cem as C
 from preflearn.pbrl.query import active_loop
 from preflearn.pbrl.reward import RewardEnsemble, RewardFitConfig
-from preflearn.pbrl.sb3 import LearnedRewardWrapper, StandardizedReward, sb3_act_fn
+from preflearn.pbrl.sb3 import LearnedRewardWrapper, LinearToZero, StandardizedReward, sb3_act_fn
 from preflearn.pbrl.segments import segments_from_episodes
 from preflearn.pbrl.teachers import Teacher
 
@@ -43,7 +44,9 @@ PPO_KW = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=GAMMA, n_epochs=
               learning_rate=5e-4, verbose=0)
 
 
-def make_ppo(seed: int, reward_fn=None, vecnormalize: bool = False):
+def make_ppo(seed: int, reward_fn=None, vecnormalize: bool = False, schedule_steps: int = 0):
+    """SB3 PPO on CartPole-v1; ``schedule_steps`` > 0: rl-zoo's lin_1e-3 learning rate and lin_0.2 clip range
+    decaying to 0 over that many env steps (the zoo's CartPole-v1 entry exactly); 0: constant 5e-4 / 0.2."""
     import gymnasium as gym
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -57,7 +60,15 @@ def make_ppo(seed: int, reward_fn=None, vecnormalize: bool = False):
         from stable_baselines3.common.vec_env import VecNormalize
 
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=GAMMA)
-    return PPO("MlpPolicy", env, seed=seed, **PPO_KW)
+    kw = dict(PPO_KW)
+    scheds = []
+    if schedule_steps:
+        scheds = [LinearToZero(1e-3, schedule_steps), LinearToZero(0.2, schedule_steps)]
+        kw["learning_rate"], kw["clip_range"] = scheds
+    model = PPO("MlpPolicy", env, seed=seed, **kw)
+    for sc in scheds:
+        sc.model = model
+    return model
 
 
 def initial_pool(seed: int):
@@ -67,23 +78,48 @@ def initial_pool(seed: int):
     return segments_from_episodes(C.to_trajectories(Obs, A, R, L, 500), SEG_LEN, per_episode=2, rng=rng)
 
 
-def run_true(seed: int, rounds: int, steps: int) -> list[float]:
+def evaluate(model, episodes: int) -> float:
+    """Mean true return of the deterministic policy (fixed evaluation seed, the same for every run)."""
+    return C.policy_return(sb3_act_fn(model), episodes=episodes)
+
+
+def run_true(seed: int, chunks: int, steps: int, episodes: int, schedule_steps: int = 0):
     torch.manual_seed(seed)
-    model = make_ppo(seed)
+    model = make_ppo(seed, schedule_steps=schedule_steps)
     out = []
-    for _ in range(rounds):
+    for _ in range(chunks):
         model.learn(steps, reset_num_timesteps=False)
-        out.append(C.policy_return(sb3_act_fn(model)))
-    return out
+        out.append(evaluate(model, episodes))
+    return out, model
+
+
+def learned_returns(reward_fn, model, episodes: int, gamma: float) -> dict[str, float]:
+    """True and learned return of ``model``'s deterministic episodes (absorbing convention, H = 500).
+
+    ``learned`` sums r_hat over the 500 steps (the quantity the Bradley-Terry model ranks segments by);
+    ``learned_disc`` discounts it with the PPO gamma from the first step (what PPO maximises).
+    """
+    Obs, A, R, L = C.vector_episodes(np.zeros((episodes, 1)), seed=12345, act_fn=sb3_act_fn(model))
+    r = np.asarray(reward_fn(Obs[:, :-1].reshape(-1, Obs.shape[-1]), A.reshape(-1)), np.float64).reshape(A.shape)
+    disc = gamma ** np.arange(A.shape[1])
+    return {"true": float(R.sum(1).mean()), "learned": float(r.sum(1).mean()),
+            "learned_disc": float((r * disc).sum(1).mean()), "length": float(L.mean())}
 
 
 def run_pbrl(selector: str, teacher: Teacher, budget: int, per_round: int, steps: int, seed: int,
-             reward_norm: str = "none"):
+             reward_norm: str = "none", chunks: int = 0, episodes: int = 10, ref_model=None,
+             schedule_steps: int = 0):
+    """One PbRL run; returns (history rows, diagnostics).
+
+    After the query budget is spent, PPO keeps training on the final (frozen) learned reward for
+    ``chunks - rounds`` more chunks of ``steps`` env steps, so that it gets the same env-step budget as
+    the true-reward reference (queries spread over the first part of training, as in PEBBLE/B-Pref).
+    """
     torch.manual_seed(seed)
     ens = RewardEnsemble(4, 1, n_actions=2, n_members=3, seed=seed)
     norm = StandardizedReward(ens.reward_fn)
     model = make_ppo(seed, norm if reward_norm == "standardize" else ens.reward_fn,
-                     vecnormalize=reward_norm == "vecnormalize")
+                     vecnormalize=reward_norm == "vecnormalize", schedule_steps=schedule_steps)
     rng = np.random.default_rng(seed + 7)
     pool = initial_pool(seed)
     state: dict = {"seen": [pool]}
@@ -106,12 +142,24 @@ def run_pbrl(selector: str, teacher: Teacher, budget: int, per_round: int, steps
         Obs, A, R, L = C.vector_episodes(np.zeros((16, 1)), seed=seed * 100 + n, act_fn=stoch,
                                          eps=rng.uniform(0.0, 0.3, 16))
         state["new"] = segments_from_episodes(C.to_trajectories(Obs, A, R, L, 500), SEG_LEN, per_episode=4, rng=rng)
-        return {"true_return": C.policy_return(sb3_act_fn(model)), "ppo_cpu_s": time.process_time() - t0}
+        return {"true_return": evaluate(model, episodes), "ppo_cpu_s": time.process_time() - t0}
 
     res = active_loop(pool, teacher, ens, budget=budget, per_round=per_round, selector=selector,
                       fit=RewardFitConfig(epochs=FIT_EPOCHS), seed=seed, on_round=on_round,
                       grow=grow)
-    return res.history
+    hist = res.history
+    last = dict(hist[-1])
+    for _ in range(len(hist), chunks):  # the reward is frozen from here on
+        t0 = time.process_time()
+        model.learn(steps, reset_num_timesteps=False)
+        last = {"round": last["round"] + 1, "queries": last["queries"], "true_return": evaluate(model, episodes),
+                "ppo_cpu_s": time.process_time() - t0}
+        hist.append(last)
+    fn = norm if reward_norm == "standardize" else ens.reward_fn
+    diag = {"own": learned_returns(fn, model, episodes, GAMMA)}
+    if ref_model is not None:  # is a shortfall the reward's fault (ranks the true-reward policy lower) or PPO's?
+        diag["ref"] = learned_returns(fn, ref_model, episodes, GAMMA)
+    return hist, diag
 
 
 def main() -> None:
@@ -120,12 +168,21 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=500)
     ap.add_argument("--per-round", type=int, default=50)
     ap.add_argument("--steps-per-round", type=int, default=10240)
+    ap.add_argument("--total-steps", type=int, default=0,
+                    help="env steps for every learner (0: one chunk per query round); after the budget is spent "
+                         "PPO continues on the frozen learned reward")
+    ap.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"],
+                    help="constant 5e-4 / clip 0.2, or rl-zoo's lin_1e-3 / lin_0.2 to 0 over the total env steps "
+                         "(the same for the true-reward and the learned-reward PPO)")
+    ap.add_argument("--eval-episodes", type=int, default=10, help="deterministic evaluation episodes per point")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (run seeds in parallel)")
     ap.add_argument("--reward-norm", default="none", choices=["standardize", "vecnormalize", "none"],
                     help="standardise the learned reward after every refit (Christiano et al. 2017 Sec. 2.2.1)")
     ap.add_argument("--configs", default="oracle/disagreement,oracle/uniform,mistake/disagreement")
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG and table from results.json")
+    ap.add_argument("--merge", default="", help="comma-separated result folders (e.g. one per seed) to merge "
+                                               "into --out and plot")
     ap.add_argument("--fit-epochs", type=int, default=20)
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args()
@@ -136,40 +193,93 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     teachers = {"oracle": Teacher(), "mistake": Teacher(eps=0.1), "stoc": Teacher(beta=1.0)}
     rounds = -(-args.budget // args.per_round)
-    if args.plot_only:
+    chunks = max(rounds, -(-args.total_steps // args.steps_per_round))
+    sched = chunks * args.steps_per_round if args.lr_schedule == "linear" else 0
+    if args.merge:
+        merge(out, [Path(d) for d in args.merge.split(",")])
+    if args.plot_only or args.merge:
         data = json.loads((out / "results.json").read_text())
+        a = argparse.Namespace(**{**vars(args), **data["args"]})
         n = len(data["true_reward_ppo"])
-        plot(out, data["true_reward_ppo"], {k: v[:n] for k, v in data["results"].items() if len(v) >= n}, rounds,
-             args)
+        res = {k: v[:n] for k, v in data["results"].items() if len(v) >= n}
+        plot(out, data["true_reward_ppo"], res, rounds, a)
+        report(data, res)
         return
     t0, c0 = time.time(), time.process_time()
     ref: list[list[float]] = []
     results: dict[str, list] = {name: [] for name in args.configs.split(",")}
+    diags: dict[str, list] = {name: [] for name in results}
+    seeds: list[int] = []
 
     def save() -> None:  # after every run, so an interrupted benchmark still leaves its finished seeds
-        summary = {"true_reward_ppo": ref, "results": results, "wall_s": time.time() - t0,
-                   "cpu_s": time.process_time() - c0, "args": vars(args)}
+        summary = {"true_reward_ppo": ref, "results": results, "diagnostics": diags, "seeds": seeds,
+                   "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0, "load_avg": os.getloadavg(),
+                   "args": vars(args)}
         tmp = out / "results.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(out / "results.json")
 
     for s in range(args.first_seed, args.first_seed + args.seeds):  # seeds outer: each finished seed is a complete comparison
+        seeds.append(s)
+        ref_model = None
         if args.skip_reference:
-            ref.append([float("nan")] * rounds)
+            ref.append([float("nan")] * chunks)
         else:
-            ref.append(run_true(s, rounds, args.steps_per_round))
+            r, ref_model = run_true(s, chunks, args.steps_per_round, args.eval_episodes, sched)
+            ref.append(r)
         print(f"[{time.time() - t0:6.0f}s] true-reward PPO seed {s}: " + " ".join(f"{v:.0f}" for v in ref[-1]),
               flush=True)
         save()
         for name in results:
             tname, sel = name.split("/")
-            hist = run_pbrl(sel, teachers[tname], args.budget, args.per_round, args.steps_per_round, s,
-                            args.reward_norm)
+            hist, diag = run_pbrl(sel, teachers[tname], args.budget, args.per_round, args.steps_per_round, s,
+                                  args.reward_norm, chunks, args.eval_episodes, ref_model, sched)
             results[name].append(hist)
+            diags[name].append(diag)
             print(f"[{time.time() - t0:6.0f}s] {name} seed {s}: "
-                  + " ".join(f"{h['true_return']:.0f}" for h in hist), flush=True)
+                  + " ".join(f"{h['true_return']:.0f}" for h in hist) + f"  diag {json.dumps(diag)}", flush=True)
             save()
     plot(out, ref, results, rounds, args)
+    report(json.loads((out / "results.json").read_text()), results)
+
+
+def merge(out: Path, dirs: list[Path]) -> None:
+    """Concatenate the seeds of several results.json (same arguments but --first-seed/--seeds) into out."""
+    parts = [json.loads((d / "results.json").read_text()) for d in dirs]
+    m = {"true_reward_ppo": [], "results": {}, "diagnostics": {}, "seeds": [], "wall_s": 0.0, "cpu_s": 0.0,
+         "load_avg": [], "args": dict(parts[0]["args"])}
+    for p in parts:
+        n = len(p["true_reward_ppo"])
+        m["true_reward_ppo"] += p["true_reward_ppo"]
+        m["seeds"] += p.get("seeds", list(range(p["args"]["first_seed"], p["args"]["first_seed"] + n)))
+        for k, v in p["results"].items():
+            m["results"].setdefault(k, []).extend(v[:n])
+            m["diagnostics"].setdefault(k, []).extend(p.get("diagnostics", {}).get(k, [])[:n])
+        m["cpu_s"] += p["cpu_s"]
+        m["wall_s"] = max(m["wall_s"], p["wall_s"])
+        m["load_avg"].append(p.get("load_avg"))
+    m["args"]["seeds"] = len(m["true_reward_ppo"])
+    m["args"]["merged_from"] = [str(d) for d in dirs]
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(m, indent=1))
+    tmp.replace(out / "results.json")
+
+
+def report(data: dict, results: dict[str, list]) -> None:
+    """Final true returns per seed, the ratio to the true-reward PPO, and the reward-vs-PPO diagnostics."""
+    ref = np.array([r[-1] for r in data["true_reward_ppo"]])
+    print(f"seeds {data.get('seeds')}: true-reward PPO final {ref.mean():.1f} ({', '.join(f'{v:.0f}' for v in ref)})")
+    for name, runs in results.items():
+        v = np.array([h[-1]["true_return"] for h in runs])
+        q = int(max(h["queries"] for h in runs[0]))
+        print(f"{name}: final {v.mean():.1f} ({', '.join(f'{x:.0f}' for x in v)}) = {100 * v.mean() / ref.mean():.1f}% "
+              f"of the true-reward PPO, {q} queries")
+        for s, d in zip(data.get("seeds", []), data.get("diagnostics", {}).get(name, [])):
+            if "ref" in d:
+                print(f"  seed {s}: learned return (sum / discounted) own policy {d['own']['learned']:.1f} / "
+                      f"{d['own']['learned_disc']:.2f} (true {d['own']['true']:.0f}), true-reward policy "
+                      f"{d['ref']['learned']:.1f} / {d['ref']['learned_disc']:.2f} (true {d['ref']['true']:.0f})")
+    print(f"CPU {data['cpu_s']:.0f} s, load average at the end {data.get('load_avg')}")
 
 
 def plot(out: Path, ref: list[list[float]], results: dict[str, list], rounds: int, args: argparse.Namespace) -> None:
@@ -178,22 +288,26 @@ def plot(out: Path, ref: list[list[float]], results: dict[str, list], rounds: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = (np.arange(rounds) + 1) * args.steps_per_round
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    chunks = len(ref[0])
+    steps = (np.arange(chunks) + 1) * args.steps_per_round
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     r = np.array(ref)
-    ax.plot(steps, r.mean(0), "k--", marker="s", label="PPO on the true reward")
+    ax.plot(steps, r.mean(0), "k--", marker="s", ms=3, label="PPO on the true reward")
     for name, runs in results.items():
         v = np.array([[h["true_return"] for h in hist] for hist in runs])
-        q = [int(h["queries"]) for h in runs[0]]
-        ax.plot(steps, v.mean(0), marker="o", label=f"PbRL {name} ({q[-1]} queries)")
-        ax.fill_between(steps, v.min(0), v.max(0), alpha=0.12)
-    ax.set_xlabel(f"PPO env steps (one round of {args.per_round} queries per {args.steps_per_round} steps)")
-    ax.set_ylabel(f"true return (mean of {len(ref)} seeds; band: min..max)")
+        q = int(max(h["queries"] for h in runs[0]))
+        ax.plot(steps, v.mean(0), marker="o", ms=3, label=f"PbRL {name} ({q} queries)")
+        ax.fill_between(steps, v.min(0), v.max(0), alpha=0.10)
+    if chunks > rounds:
+        ax.axvline(rounds * args.steps_per_round, color="grey", lw=0.8, ls=":")
+        ax.text(rounds * args.steps_per_round, 10, " queries end; reward frozen", fontsize=7, color="grey")
+    ax.set_xlabel(f"PPO env steps (a round of {args.per_round} queries per {args.steps_per_round} steps)")
+    ax.set_ylabel(f"true return, {args.eval_episodes} episodes (mean of {len(ref)} seeds; band: min..max)")
     ax.set_title("CartPole-v1: SB3 PPO on the preference-learned reward")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "pbrl_sb3.png", dpi=120)
-    print("| config | " + " | ".join(f"{s // 1000}k" for s in steps) + " |")
+    print("| config | " + " | ".join(f"{s / 1000:.1f}k" for s in steps) + " |")
     print("| true-reward PPO | " + " | ".join(f"{v:.0f}" for v in r.mean(0)) + " |")
     for name, runs in results.items():
         v = np.array([[h["true_return"] for h in hist] for hist in runs]).mean(0)

@@ -51,7 +51,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["LearnedRewardWrapper", "StandardizedReward", "absorbing_bonus", "relabel_replay_buffer", "sb3_act_fn", "absorbing_action"]
+__all__ = ["LearnedRewardWrapper", "LinearToZero", "StandardizedReward", "absorbing_bonus", "relabel_replay_buffer",
+           "sb3_act_fn", "absorbing_action"]
 
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 TAILS = ("finite", "infinite", "none")
@@ -229,6 +230,30 @@ class StandardizedReward:
     def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         r = np.asarray(self.reward_fn(obs, act), np.float64)
         return ((r - self.mu) / self.sigma).astype(np.float32)
+
+
+class LinearToZero:
+    """A linear schedule over a model's WHOLE training run, for learners trained in chunks.
+
+    value(t) = start * max(0, 1 - t / total),  t = ``model.num_timesteps``
+
+    This is rl-baselines3-zoo's ``lin_<start>`` schedule (e.g. PPO on CartPole-v1: learning rate
+    lin_1e-3, clip range lin_0.2, over 1e5 steps). SB3 evaluates schedules at
+    ``progress_remaining = 1 - t / total_timesteps`` of the *current* ``learn()`` call, so a PEBBLE-style
+    loop that calls ``model.learn(chunk, reset_num_timesteps=False)`` after every reward refit would
+    restart the decay at every chunk; this schedule reads the model's own step counter instead.
+    Pass it as ``learning_rate=`` / ``clip_range=`` and set ``.model`` once the model exists (before
+    that it returns ``start``).
+    """
+
+    def __init__(self, start: float, total: int) -> None:
+        if total < 1:
+            raise ConfigError(f"LinearToZero needs total >= 1 env steps, got {total}")
+        self.start, self.total, self.model = float(start), int(total), None
+
+    def __call__(self, progress_remaining: float) -> float:
+        t = 0 if self.model is None else self.model.num_timesteps
+        return self.start * max(0.0, 1.0 - t / self.total)
 
 
 def sb3_act_fn(model: Any, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:

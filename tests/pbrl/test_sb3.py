@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from preflearn.errors import ConfigError
-from preflearn.pbrl.sb3 import LearnedRewardWrapper, absorbing_bonus, relabel_replay_buffer
+from preflearn.pbrl.sb3 import LearnedRewardWrapper, LinearToZero, absorbing_bonus, relabel_replay_buffer
 
 pytest.importorskip("stable_baselines3")
 
@@ -124,3 +124,21 @@ def test_standardized_reward_plugs_into_the_wrapper():
     obs, _ = env.reset(seed=1)
     _, r, *_ = env.step(1)
     assert r == pytest.approx((float(lin_reward(obs[None], np.array([1]))[0]) - 0.5) / 2.0, rel=1e-5)
+
+
+def test_linear_to_zero_decays_over_chunked_learn_calls():
+    from stable_baselines3 import PPO
+
+    lr, clip = LinearToZero(1e-3, 1024), LinearToZero(0.2, 1024)
+    model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, batch_size=64, n_epochs=1, learning_rate=lr,
+                clip_range=clip, seed=0)
+    lr.model = clip.model = model
+    for k in (1, 2):  # SB3's own progress_remaining would restart at 1 on every learn() call
+        model.learn(256, reset_num_timesteps=False)
+        assert model.num_timesteps == 256 * k  # the last update ran after the chunk's last rollout
+        assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 256 * k / 1024))
+        assert model.clip_range(1.0) == pytest.approx(0.2 * (1 - 256 * k / 1024))
+    lr.model = None
+    assert lr(0.3) == 1e-3  # before the model is attached: the start value
+    with pytest.raises(ConfigError):
+        LinearToZero(1.0, 0)
