@@ -38,7 +38,7 @@ from .judges import Judge, win_rates
 from .sampling import Sample, SamplingConfig, sample
 
 __all__ = ["OnlineConfig", "PAIR_BUILDERS", "build_pairs", "run_online", "win_rate_vs", "RoundResult",
-           "ExtrapolatedReference", "extrapolated_reference_scores"]
+           "ExtrapolatedReference", "extrapolated_reference_scores", "drift_chosen"]
 
 
 # ----------------------------------------------------------------------------- pair builders
@@ -105,6 +105,17 @@ def rso_pairs(P: np.ndarray, rng: np.random.Generator, scores: np.ndarray | None
 
 
 PAIR_BUILDERS = {"random_pair": random_pair, "best_vs_worst": best_vs_worst, "all_pairs": all_pairs, "rso": rso_pairs}
+
+
+def drift_chosen(P: np.ndarray, scores: np.ndarray | None = None) -> int:
+    """DRIFT's positive (Wang et al. 2025, "DRIFT: Learning from Abundant User Dissatisfaction in
+    Real-World Preference Learning", arXiv:2510.02341): a fresh sample of the current policy.
+    With K = 1 it is that sample (no judge needed, the paper's setting); with K > 1, the judge's
+    best of the K (``scores``, else the win rates of P) -- an option beyond the paper. The
+    rejected side is the logged user-dissatisfied (DSAT) response, fixed across rounds."""
+    if P.shape[0] == 1:
+        return 0
+    return int(np.argmax(win_rates(P) if scores is None else scores))
 
 
 def build_pairs(strategy: str, P: np.ndarray, rng: np.random.Generator, scores: np.ndarray | None = None):
@@ -218,7 +229,8 @@ class OnlineConfig:
     prompts_per_round: int = field(default=32, metadata={"ge": 1})
     eval_prompts: int = field(default=32, metadata={"help": "held-out prompts for the win rate", "ge": 0})
     rounds: int = field(default=2, metadata={"ge": 1})
-    pairs: str = field(default="random_pair", metadata={"choices": tuple(PAIR_BUILDERS)})
+    pairs: str = field(default="random_pair", metadata={"choices": (*PAIR_BUILDERS, "drift"),
+                                                         "help": "drift: fresh sample vs the logged DSAT response"})
     reference: str = field(default="initial", metadata={"choices": ("initial", "previous", "apo"),
                                                         "help": "apo: Nesterov-extrapolated previous policies"})
     apo_alpha: float = field(default=0.3, metadata={"help": "APO momentum alpha (reference=apo)", "ge": 0})
@@ -277,13 +289,34 @@ def _contexts(cfg: OnlineConfig) -> list[Any]:
     return out
 
 
+def _dissatisfied_pool(cfg: OnlineConfig) -> tuple[list[Any], list[str]]:
+    """(contexts, DSAT responses) for ``pairs=drift`` from the prompt file: a pairwise record's
+    ``rejected``, or an unpaired record with ``label=False``; other records are skipped."""
+    from ..data import PairwiseRecord, UnpairedRecord, bundled_path, load
+
+    path = cfg.prompts
+    if path.startswith("bundled:"):
+        path = str(bundled_path(path.split(":", 1)[1]))
+    ctx, bad = [], []
+    for rec in load(path):
+        text = rec.rejected if isinstance(rec, PairwiseRecord) else (
+            rec.completion if isinstance(rec, UnpairedRecord) and not rec.label else None)
+        if isinstance(text, str) and text.strip():
+            ctx.append(rec.context)
+            bad.append(text)
+    return ctx, bad
+
+
 # ----------------------------------------------------------------------------- the loop
 def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer: Any = None,
-               contexts: Sequence[Any] | None = None, progress: bool = True) -> dict[str, Any]:
+               contexts: Sequence[Any] | None = None, progress: bool = True,
+               dissatisfied: Sequence[str] | None = None) -> dict[str, Any]:
     """Run ``cfg.rounds`` rounds; returns per-round results and the held-out win rate.
 
     ``model``/``tokenizer`` default to ``cfg.train['model']`` (a bundled name); ``contexts``
-    default to the prompt pool file.
+    default to the prompt pool file. ``pairs=drift`` pairs a fresh sample (chosen) with the
+    context's logged dissatisfied response (rejected): ``dissatisfied[i]`` for ``contexts[i]``,
+    or the rejected/undesirable completions of the prompt file.
     """
     import torch
 
@@ -303,7 +336,17 @@ def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer:
     if model is None:
         model, tokenizer = load_model(base.model)
     rng = np.random.default_rng(cfg.seed)
-    pool = list(contexts) if contexts is not None else _contexts(cfg)
+    drift = cfg.pairs == "drift"
+    dsat_pool: list[str] = []
+    if drift and contexts is None:
+        pool, dsat_pool = _dissatisfied_pool(cfg)
+    else:
+        pool = list(contexts) if contexts is not None else _contexts(cfg)
+        if drift:
+            if dissatisfied is None or len(dissatisfied) != len(pool):
+                raise ConfigError("pairs=drift needs one dissatisfied (rejected) response per context: "
+                                  "pass dissatisfied= aligned with contexts")
+            dsat_pool = [str(t) for t in dissatisfied]
     order = rng.permutation(len(pool))
     need = cfg.eval_prompts + cfg.rounds * cfg.prompts_per_round
     if len(pool) < need:
@@ -327,13 +370,21 @@ def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer:
         records, rows, chosen_p = [], [], []
         all_texts = [[s.text for s in g] for g in groups]
         # a judge with compare_many (the human queue) gets the whole round at once
-        Ps = judge.compare_many(ctx, all_texts) if hasattr(judge, "compare_many") else None
+        no_judge = drift and scfg.num_samples == 1  # DRIFT with one fresh sample needs no judgment
+        Ps = judge.compare_many(ctx, all_texts) if hasattr(judge, "compare_many") and not no_judge else None
+        round_dsat = [dsat_pool[i] for i in order[start:start + cfg.prompts_per_round]] if drift else []
         for n, (c, g) in enumerate(zip(ctx, groups)):
             texts = all_texts[n]
-            P = Ps[n] if Ps is not None else judge.compare(c, texts)
-            scores = judge.score(c, texts) if hasattr(judge, "score") else None
+            P = np.full((1, 1), 0.5) if no_judge else Ps[n] if Ps is not None else judge.compare(c, texts)
+            scores = judge.score(c, texts) if hasattr(judge, "score") and not no_judge else None
             rows.append({"context": c, "completions": texts, "logps": [s.logp for s in g], "P": P.tolist(),
                          "scores": None if scores is None else list(map(float, scores))})
+            if drift:
+                chosen, rejected = texts[drift_chosen(P, scores)], round_dsat[n]
+                if chosen.strip() and chosen.strip() != rejected.strip():
+                    records.append(PairwiseRecord(context=c, chosen=chosen, rejected=rejected,
+                                                  meta={"round": r, "pairs": "drift", "rejected": "dissatisfied"}))
+                continue
             for i, j, p in build_pairs(cfg.pairs, P, rng, scores):
                 if texts[i].strip() == texts[j].strip():
                     continue
@@ -374,7 +425,8 @@ def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer:
             apo_previous = current
         res = trainer.fit()
         model = trainer.model
-        results.append(RoundResult(r, len(records), len(ctx), float(np.mean(chosen_p)), res.losses, res.run_dir,
+        results.append(RoundResult(r, len(records), len(ctx), float(np.mean(chosen_p)) if chosen_p else float("nan"),
+                                   res.losses, res.run_dir,
                                    getattr(trainer.reference, "kind", "")))
         torch.manual_seed(cfg.seed + r)
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from preflearn.errors import ConfigError
 from preflearn.online import judges as J
 from preflearn.online import loop as O
 from preflearn.online.sampling import SamplingConfig
@@ -151,3 +152,34 @@ def test_apo_reference_in_the_online_loop(tmp_path):
     first = [r["train_losses"][0] for r in out["rounds"]]
     # round 0 starts at the policy = its reference (DPO loss log 2); round 1's reference is pi_hat != pi_1
     assert first[0] == pytest.approx(np.log(2), abs=1e-5) and abs(first[1] - np.log(2)) > 1e-4
+
+
+def test_drift_pairs_a_fresh_sample_with_the_dissatisfied_response(tmp_path):
+    """DRIFT (arXiv:2510.02341): rejected = the logged DSAT response, chosen = the policy's fresh sample
+    (K = 1: that sample, no judgment; K = 3: the judge's best of the three)."""
+    from preflearn.data import load
+
+    assert O.drift_chosen(np.full((1, 1), 0.5)) == 0
+    assert O.drift_chosen(np.array([[0.5, 0.2, 0.4], [0.8, 0.5, 0.9], [0.6, 0.1, 0.5]])) == 1
+    contexts = [f"prompt number {i}" for i in range(6)]
+    dsat = [f"bad answer {i}" for i in range(6)]
+    for k in (1, 3):
+        cfg = O.OnlineConfig(
+            name=f"drift{k}", output_dir=str(tmp_path), seed=0, prompts_per_round=6, eval_prompts=0, rounds=1,
+            pairs="drift", reference="previous", sampling=SamplingConfig(num_samples=k, max_new_tokens=6),
+            train={"loss": {"name": "dpo"}, "batch_size": 4, "max_steps": 1, "progress": False,
+                   "tensorboard": False, "report": False, "save_model": False},
+        )
+        judge = J.OracleJudge(count_x, expected=True)
+        O.run_online(cfg, judge, model=tiny_llama(5), tokenizer=CharTokenizer(), contexts=contexts,
+                     dissatisfied=dsat, progress=False)
+        rows = [json.loads(x) for x in (tmp_path / f"drift{k}" / "round-0" / "samples.jsonl").read_text().splitlines()]
+        pairs = load(tmp_path / f"drift{k}" / "round-0" / "pairs.jsonl")
+        by_ctx = {r["context"]: r["completions"] for r in rows}
+        assert pairs and all(p.rejected == dsat[contexts.index(p.context)] for p in pairs)
+        for p in pairs:
+            comps = by_ctx[p.context]
+            best = comps[0] if k == 1 else max(comps, key=lambda t: count_x(None, t))
+            assert count_x(None, p.chosen) == count_x(None, best) and p.chosen in comps
+    with pytest.raises(ConfigError, match="dissatisfied"):
+        O.run_online(cfg, judge, model=tiny_llama(5), tokenizer=CharTokenizer(), contexts=contexts, progress=False)
