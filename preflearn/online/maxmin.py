@@ -48,6 +48,7 @@ __all__ = [
     "em_reward_mixture",
     "maxmin_policy",
     "regularised_value",
+    "worst_group_iteration",
     "MinOverGroupsJudge",
 ]
 
@@ -187,6 +188,30 @@ def maxmin_policy(rewards: np.ndarray, ref: np.ndarray, beta: float) -> tuple[np
                 for a0 in [np.zeros(K)] + [5.0 * np.eye(K)[k] for k in range(K)]), key=lambda res: res.fun)
     w = softmax(best.x)
     return softmax(logref + w @ R / beta), w
+
+
+def worst_group_iteration(rewards: np.ndarray, ref: np.ndarray, beta: float,
+                          iterations: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's RL rule, "optimise against the currently worst group", run exactly on a finite set.
+
+    Round t: k_t = argmin_k E_{pi_t}[r_k]; one mirror-ascent step on E_pi[r_{k_t}] - beta KL(pi || ref)
+    with step 1 / (beta (t + 1)):
+
+        log pi_{t+1} = (1 - 1/(t+1)) log pi_t + (1/(t+1)) (log ref + r_{k_t} / beta)
+
+    so pi_T ∝ ref exp(sum_k wbar_k r_k / beta), wbar_k = fraction of rounds in which group k was
+    the worst: Frank-Wolfe with step 1/(t+1) on the dual of :func:`maxmin_policy`
+    (d/dw_k of beta log sum ref exp(w.r/beta) = E_{pi_w}[r_k]), which converges to w*.
+    Returns (pi_T, wbar).
+    """
+    R = np.asarray(rewards, dtype=np.float64)
+    logref = np.log(np.asarray(ref, dtype=np.float64))
+    counts = np.zeros(R.shape[0])
+    pi = softmax(logref)
+    for t in range(iterations):
+        counts[int(np.argmin(R @ pi))] += 1
+        pi = softmax(logref + (counts / (t + 1)) @ R / beta)
+    return pi, counts / max(iterations, 1)
 
 
 class MinOverGroupsJudge:

@@ -124,3 +124,15 @@ def test_run_online_group_optimises_the_worst_group(tmp_path):
     for rec in rated:
         for c, s in zip(rec.candidates, rec.scores):
             assert s["reward"] == min(first.score(None, [c])[0], second.score(None, [c])[0])
+
+
+def test_optimising_the_currently_worst_group_converges_to_the_maxmin_policy():
+    """The paper's alternating rule (RL step on the worst group each round), run exactly with steps
+    1/(beta (t+1)), reaches the dual solution: group weights and policy as maxmin_policy's."""
+    R, ref, beta = np.stack([PHI @ TH_A, PHI @ TH_B]), np.full(N_RESP, 1 / N_RESP), 0.5
+    pi_star, w_star = M.maxmin_policy(R, ref, beta)
+    pi, w = M.worst_group_iteration(R, ref, beta, iterations=3000)
+    assert np.abs(w - w_star).max() < 0.01
+    np.testing.assert_allclose(pi, pi_star, atol=5e-3)
+    # always optimising the majority's reward alone leaves the minority far behind
+    assert (R @ softmax(np.log(ref) + R[0] / beta))[1] < (R @ pi_star)[1] - 0.5
