@@ -82,6 +82,7 @@ class GroupConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "0 = no clipping", "ge": 0})
     checkpoint: bool = field(default=True, metadata={"help": "save a checkpoint after every round (for resume)"})
     keep_last: int = field(default=2, metadata={"help": "checkpoints kept", "ge": 1})
+    report: bool = field(default=True, metadata={"help": "write report.html + PNG plots at the end"})
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=1, temperature=0.0))
 
@@ -268,6 +269,29 @@ def load_round(run_dir: str | Path, *, model: Any, optimizer: Any, rng: np.rando
     return int(online["rounds_done"]), online["state"]
 
 
+def _write_config(run: Path, cfg: Any) -> None:
+    """``<run>/config.yaml``: the resolved configuration (as the trainer shell writes it)."""
+    from .. import config as C
+    from ..data.writers import atomic_write
+
+    with atomic_write(run / "config.yaml", "w") as f:
+        f.write(C.dump(cfg))
+
+
+def _report(run: Path, method: str, summary: dict[str, Any], key: str) -> None:
+    """The trainer shell's ``report.html`` (loss plots of ``metrics.jsonl``) with the rounds' figures as notes."""
+    from ..train.report import write_report
+
+    per_round = ", ".join(f"round {r['round']}: {r[key]:.4f}" for r in summary["rounds"])
+    notes = f"{method}: {key} of the samples per round: {per_round}."
+    if "win_rate_vs_initial" in summary:
+        w = summary["win_rate_vs_initial"]
+        notes += f" Held-out win rate of the final policy over the initial one: {w.get('win_rate', float('nan')):.3f}."
+    if "mean_score_final" in summary:
+        notes += f" Mean held-out judge score {summary['mean_score_initial']:.4f} -> {summary['mean_score_final']:.4f}."
+    write_report(run, title=f"online {method}: {run.name}", notes=notes)
+
+
 def _fingerprint(cfg: Any) -> dict[str, Any]:
     """The settings a resumed run must share with the run it continues (all but rounds/checkpointing)."""
     import dataclasses
@@ -360,6 +384,7 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rounds, metrics_rows, step, first = [], [], 0, 0
     fingerprint = _fingerprint(cfg)
+    _write_config(run, cfg)
     if resume:
         first, saved = load_round(run, model=model, optimizer=optim, rng=rng)
         _check_fingerprint(saved["config"], fingerprint, run)
@@ -426,7 +451,8 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else math.inf)
                 optim.step()
                 step += 1
-                row = {"round": r, "step": step, "loss": float(out.loss.detach()), "grad_norm": float(gnorm)}
+                row = {"split": "train", "round": r, "step": step, "loss": float(out.loss.detach()),
+                       "grad_norm": float(gnorm)}
                 row.update({k: float(v) for k, v in out.metrics.items() if k != "loss"})
                 metrics_rows.append(row)
                 losses.append(row["loss"])
@@ -454,4 +480,6 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
                 f.write(json.dumps({"context": c, "initial": b, "final": a}, default=str) + "\n")
     with atomic_write(run / "summary.json", "w") as f:
         f.write(json.dumps(summary, indent=2, default=str))
+    if cfg.report:
+        _report(run, cfg.loss, summary, "mean_reward")
     return summary

@@ -70,6 +70,7 @@ class PPOConfig:
                                                            "(RTO's beta_3; 0 = only a dense token_reward)"})
     checkpoint: bool = field(default=True, metadata={"help": "save a checkpoint after every round (for resume)"})
     keep_last: int = field(default=2, metadata={"ge": 1})
+    report: bool = field(default=True, metadata={"help": "write report.html + PNG plots at the end"})
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=2))
     eval_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=1, temperature=0.0))
 
@@ -117,7 +118,15 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
     from ..data.tokenize import TokenizedExample
     from ..data.writers import atomic_write
     from . import ppo as P
-    from .group import _check_fingerprint, _fingerprint, _reference, load_round, save_round
+    from .group import (
+        _check_fingerprint,
+        _fingerprint,
+        _reference,
+        _report,
+        _write_config,
+        load_round,
+        save_round,
+    )
     from .loop import win_rate_vs
 
     if not hasattr(judge, "score"):
@@ -144,6 +153,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
     rounds, rows, step, first = [], [], 0, 0
     fingerprint = _fingerprint(cfg)
     fingerprint["token_reward"] = token_reward is not None
+    _write_config(run, cfg)
     if resume:
         first, saved = load_round(run, model=model, optimizer=optim, rng=rng, modules={"value_head": value_head})
         _check_fingerprint(saved["config"], fingerprint, run)
@@ -198,7 +208,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
                 optim.step()
                 step += 1
-                row = {"round": r, "step": step, "kl_coef": kl_ctl.value}
+                row = {"split": "train", "round": r, "step": step, "kl_coef": kl_ctl.value}
                 row.update({k: float(x.detach()) for k, x in out.items()})
                 rows.append(row)
                 losses.append(row["loss"])
@@ -224,5 +234,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
         summary["mean_score_final"] = float(np.mean([judge.score(c, [x])[0] for c, x in zip(eval_ctx, final)]))
     with atomic_write(run / "summary.json", "w") as f:
         f.write(json.dumps(summary, indent=2, default=str))
+    if cfg.report:
+        _report(run, "ppo" if token_reward is None else "ppo+token_reward", summary, "mean_score")
     summary["value_head"] = value_head
     return summary

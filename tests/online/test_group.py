@@ -20,7 +20,7 @@ CONTEXTS = [f"prompt number {i}" for i in range(48)]
 
 def _cfg(tmp_path, loss, **over):
     base = dict(name=loss, output_dir=str(tmp_path), loss=loss, rounds=2, prompts_per_round=16, eval_prompts=16,
-                lr=3e-3, batch_size=4, epochs=2, sampling=SamplingConfig(num_samples=4, max_new_tokens=8),
+                lr=3e-3, batch_size=4, epochs=2, report=False, sampling=SamplingConfig(num_samples=4, max_new_tokens=8),
                 eval_sampling=SamplingConfig(num_samples=1, max_new_tokens=8, temperature=0.0))
     base.update(over)
     return G.GroupConfig(**base)
@@ -29,8 +29,12 @@ def _cfg(tmp_path, loss, **over):
 @pytest.mark.parametrize("loss,hparams", [("rloo", {}), ("grpo", {}), ("sppo", {"eta": 5.0})])
 def test_two_rounds_raise_the_oracle_reward(tmp_path, loss, hparams):
     judge = J.OracleJudge(count_x, expected=True)
-    out = G.run_online_group(_cfg(tmp_path, loss, hparams=hparams), judge, model=tiny_llama(5),
+    out = G.run_online_group(_cfg(tmp_path, loss, hparams=hparams, report=loss == "rloo"), judge, model=tiny_llama(5),
                              tokenizer=CharTokenizer(), contexts=CONTEXTS)
+    if loss == "rloo":  # the trainer shell's report and resolved config, with the rounds' figures
+        page = (tmp_path / loss / "report.html").read_text()
+        assert "mean_reward of the samples per round: round 0" in page and (tmp_path / loss / "loss.png").exists()
+        assert "loss: rloo" in (tmp_path / loss / "config.yaml").read_text()
     assert out["reference"] == ("previous" if loss == "sppo" else "initial")
     assert out["reward"] == ("win_rate" if loss == "sppo" else "score")
     # greedy answers to 16 held-out prompts: the oracle's mean reward rises, and the judge prefers the final policy

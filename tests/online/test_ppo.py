@@ -159,6 +159,7 @@ def test_ppo_loop_raises_the_oracle_reward(tmp_path, seed):
     assert out["mean_score_final"] > out["mean_score_initial"] + 1.0
     assert out["win_rate_vs_initial"]["win_rate"] > 0.5
     assert all(np.isfinite(r["losses"]).all() for r in out["rounds"])
+    assert "ppo: mean_score of the samples per round" in (tmp_path / "online-ppo" / "report.html").read_text()
 
 
 # ----------------------------------------------------------------------------- RTO
@@ -246,7 +247,7 @@ def test_rto_dense_dpo_reward_alone_raises_the_oracle_score(tmp_path):
     results = {}
     for name, hook in (("rto", P.rto_token_reward(dpo, beta=0.5)), ("none", None)):
         cfg = PPOConfig(name=name, output_dir=str(tmp_path), rounds=2, prompts_per_round=16, eval_prompts=8, lr=1e-2,
-                        ppo_epochs=4, score_coef=0.0, checkpoint=False,
+                        ppo_epochs=4, score_coef=0.0, checkpoint=False, report=False,
                         sampling=SamplingConfig(num_samples=2, max_new_tokens=8),
                         eval_sampling=SamplingConfig(num_samples=1, max_new_tokens=8, temperature=0.0))
         results[name] = run_online_ppo(cfg, J.OracleJudge(count_x, expected=True), model=tiny_llama(5),

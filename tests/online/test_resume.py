@@ -44,7 +44,8 @@ class FailingJudge:
 
 def _cfg(tmp_path, name, **over):
     base = dict(name=name, output_dir=str(tmp_path), loss="rloo", rounds=3, prompts_per_round=4, eval_prompts=4,
-                lr=3e-3, batch_size=2, epochs=1, sampling=SamplingConfig(num_samples=2, max_new_tokens=6),
+                lr=3e-3, batch_size=2, epochs=1, report=False,
+                sampling=SamplingConfig(num_samples=2, max_new_tokens=6),
                 eval_sampling=SamplingConfig(num_samples=1, max_new_tokens=6, temperature=0.0))
     base.update(over)
     return G.GroupConfig(**base)
@@ -116,7 +117,7 @@ def test_ppo_loop_resumed_after_a_crash_equals_the_uninterrupted_run(tmp_path):
 
     def cfg(name):
         return PPOConfig(name=name, output_dir=str(tmp_path), rounds=2, prompts_per_round=4, eval_prompts=4, lr=3e-3,
-                         batch_size=2, ppo_epochs=2, kl_target=2.0,
+                         batch_size=2, ppo_epochs=2, kl_target=2.0, report=False,
                          sampling=SamplingConfig(num_samples=2, max_new_tokens=6),
                          eval_sampling=SamplingConfig(num_samples=1, max_new_tokens=6, temperature=0.0))
 
