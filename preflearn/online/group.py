@@ -293,11 +293,11 @@ def _report(run: Path, method: str, summary: dict[str, Any], key: str) -> None:
 
 
 def _fingerprint(cfg: Any) -> dict[str, Any]:
-    """The settings a resumed run must share with the run it continues (all but rounds/checkpointing)."""
+    """The settings a resumed run must share with the run it continues (all but rounds, output and checkpointing)."""
     import dataclasses
 
     d = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    for k in ("rounds", "checkpoint", "keep_last"):
+    for k in ("rounds", "checkpoint", "keep_last", "report", "output_dir"):
         d.pop(k, None)
     return d
 
