@@ -183,3 +183,14 @@ def test_drift_pairs_a_fresh_sample_with_the_dissatisfied_response(tmp_path):
             assert count_x(None, p.chosen) == count_x(None, best) and p.chosen in comps
     with pytest.raises(ConfigError, match="dissatisfied"):
         O.run_online(cfg, judge, model=tiny_llama(5), tokenizer=CharTokenizer(), contexts=contexts, progress=False)
+
+
+def test_drift_reads_dissatisfied_responses_from_records(tmp_path):
+    from preflearn.data import PairwiseRecord, UnpairedRecord
+    from preflearn.data.writers import write_records
+
+    write_records(tmp_path / "p.jsonl", [PairwiseRecord(context="q1", chosen="good", rejected="bad one")])
+    write_records(tmp_path / "u.jsonl", [UnpairedRecord(context="q2", completion="fine", label=True),
+                                         UnpairedRecord(context="q3", completion="awful", label=False)])
+    assert O._dissatisfied_pool(O.OnlineConfig(prompts=str(tmp_path / "p.jsonl"))) == (["q1"], ["bad one"])
+    assert O._dissatisfied_pool(O.OnlineConfig(prompts=str(tmp_path / "u.jsonl"))) == (["q3"], ["awful"])
