@@ -354,7 +354,9 @@ def iterative_dpo_step(pi, game, eta, t, state):
 
 def apo_step(pi, game, eta, t, state):
     """APO, Accelerated Preference Optimization (He, Yuan & Gu 2024, arXiv:2410.06293,
-    Algorithm 1 / Section 3; the METHODS.md row's 'verify' settled on its log-space form):
+    Section 3, Algorithm 1; only its abstract and section list were reachable offline, so
+    equation numbers are not cited and the log-space form below is the METHODS.md row's, which
+    marks it 'verify'):
     iterative DPO (the proximal step of :func:`iterative_dpo_step`) taken from the
     *extrapolated* reference, then Nesterov extrapolation
 
@@ -362,10 +364,12 @@ def apo_step(pi, game, eta, t, state):
         pi_hat_{t+1} ∝ pi_{t+1} (pi_{t+1} / pi_t)^alpha         (log pi_hat = log pi_{t+1}
                                                                   + alpha (log pi_{t+1} - log pi_t))
 
-    with pi_hat_0 = pi_0. ``alpha`` in ``state`` (default 0.3); alpha = 0 is iterative DPO exactly.
+    with pi_hat_0 = pi_0. ``alpha`` in ``state`` (default 0.3: our choice, not the paper's
+    checked value); alpha = 0 is iterative DPO exactly.
     With tau = 0 and pi_0 = mu the iterates are mu exp(c_t r) / Z with
     c_{t+1} - c_t = alpha (c_t - c_{t-1}) + eta, so the per-round step grows towards
-    eta / (1 - alpha): the 1/(1 - alpha) speed-up of the paper's rate (Section 4).
+    eta / (1 - alpha) (a 1/(1 - alpha) speed-up; the paper's Section 4 proves an accelerated
+    rate, whose constants we do not reproduce).
     The returned iterate (the one measured) is pi_{t+1}; pi_hat lives in ``state``.
     """
     alpha = float(state.get("alpha", 0.3))

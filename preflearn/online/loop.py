@@ -144,8 +144,9 @@ def _completion_hidden(model: Any, batch: Any):
 def extrapolated_reference_scores(current: Any, previous: Any, batch: Any, alpha: float, *,
                                   token_level: bool = False, chunk_size: int = 256) -> dict:
     """APO's extrapolated reference, per token (He, Yuan & Gu 2024, "Accelerated Preference
-    Optimization for Large Language Model Alignment", arXiv:2410.06293, Algorithm 1: the
-    Nesterov step pi_hat_{t+1} ∝ pi_{t+1} (pi_{t+1} / pi_t)^alpha), applied to every next-token
+    Optimization for Large Language Model Alignment", arXiv:2410.06293, Section 3 / Algorithm 1,
+    equation numbers not checked offline: the Nesterov step pi_hat_{t+1} ∝ pi_{t+1}
+    (pi_{t+1} / pi_t)^alpha), applied to every next-token
     distribution and renormalised over the vocabulary V:
 
         log pi_hat(y_s | x, y_<s) = (1 + alpha) log pi_t(y_s | .) - alpha log pi_{t-1}(y_s | .)

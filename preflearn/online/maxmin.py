@@ -3,8 +3,9 @@
 Chakraborty, Qiu, Yuan, Koppel, Manocha, Huang, Bedi & Wang 2024, "MaxMin-RLHF: Alignment
 with Diverse Human Preferences" (ICML 2024, arXiv:2402.08925). Two pieces:
 
-1. **Reward mixture by EM over users** (the paper's EM algorithm, Section 4; equation numbers
-   not checked offline, the form follows the METHODS.md row). Users u = 1..U each label
+1. **Reward mixture by EM over users** (the paper's EM algorithm; only its abstract and
+   summaries were reachable offline, so no section or equation numbers are cited and the form
+   follows the METHODS.md row). Users u = 1..U each label
    pairs (y_w, y_l); user u belongs to one of K sub-populations with reward r_k.
 
    * E-step (hard assignment): z_u = argmax_k prod_{(yw, yl) of u} sigma(r_k(yw) - r_k(yl)),
