@@ -339,17 +339,18 @@ _P3O_PAPER = "Pairwise Proximal Policy Optimization: Harnessing Relative Feedbac
     k=2,
     reference="optional",
     needs=("rewards",),
-    defaults={"beta": 0.05, "epsilon": 0.2, "clip": "separate"},
+    defaults={"beta": 0.05, "epsilon": 0.2, "weight_clip": 5.0, "clip": "joint"},
     paper=_P3O_PAPER,
     arxiv="2310.00212",
     exempt={
-        "gradcheck": "without aux old_logps the ratios are exp(logp - sg(logp)) = 1 at every input (finite "
-                     "differences see a constant, the gradient is the pairwise policy gradient by design); "
-                     "tests/online/test_objectives.py gradchecks both clip forms with fixed old log-probs",
+        "gradcheck": "the importance weight w = clamp(rho_1 rho_2) is a stop-gradient factor by design (finite "
+                     "differences see it); tests/online/test_objectives.py checks the gradient against the "
+                     "hand-derived -Q w / 2 per unclipped term instead",
     },
 )
-def p3o(scores: Scores, beta: float = 0.05, epsilon: float = 0.2, clip: str = "separate") -> LossOutput:
-    """P3O: the pairwise (relative) policy gradient of two samples of a prompt, with PPO-style ratio clipping.
+def p3o(scores: Scores, beta: float = 0.05, epsilon: float = 0.2, weight_clip: float = 5.0,
+        clip: str = "joint") -> LossOutput:
+    """P3O: the pairwise (relative) policy gradient of two samples of a prompt, with PPO-style clipping.
 
     Wu et al. 2023, "Pairwise Proximal Policy Optimization: Harnessing Relative Feedback for LLM
     Alignment", arXiv:2310.00212, Section 4. The pairwise policy gradient (PPG) of two responses
@@ -359,65 +360,67 @@ def p3o(scores: Scores, beta: float = 0.05, epsilon: float = 0.2, clip: str = "s
 
     so adding any per-prompt shift delta(x) to the reward changes nothing (the invariance to
     equivalent rewards that motivates the method; tests/online/test_objectives.py checks it).
-    With samples from pi_old, importance ratios rho_i = pi_theta(y_i|x) / pi_old(y_i|x) and
-    PPO's clipping bound the update; the paper gives two clip forms, V1 "separate" and V2
-    "joint" clipping. The equation numbers and the exact printed form could not be read on this
-    offline machine (the BAIR blog post of the paper confirms the PPG above, importance sampling
-    from pi_old, and the two variants); what is implemented, with Delta = R(y1) - R(y2)::
+    Samples come from pi_old (the round's sampling policy) and are reused for several updates,
+    so the paper adds importance sampling and PPO-style clipping, in two variants: V1 "separate"
+    (each response's log-prob is clipped on its own) and V2 "joint" (the pair's log-ratio
+    difference is clipped). The equation numbers could not be read on this offline machine; the
+    form below was settled against a trlx-based P3O trainer found by code search (its
+    ``p3o_loss``; read, not copied) and the BAIR blog post of the paper. With
+    h_i = log pi(y_i|x) - log pi_ref(y_i|x)::
 
-        separate (V1): each response is a PPO sample with advantage +-Delta/2
-            J = min(rho_1 Delta/2, clip(rho_1, 1-eps, 1+eps) Delta/2) + min(-rho_2 Delta/2, -clip(rho_2) Delta/2)
-        joint (V2): one clipped ratio for the pair, rho = rho_1 / rho_2 (= pi(y1)pi_old(y2) / (pi_old(y1)pi(y2)),
-            whose gradient at rho = 1 is grad(log pi(y1) - log pi(y2))), symmetrised over the unordered pair
-            J = 1/2 [ min(rho Delta/2, clip(rho) Delta/2) + min(rho^-1 (-Delta)/2, clip(rho^-1) (-Delta)/2) ]
+        Q   = sg[ (r(y1) - r(y2)) - beta (h_1 - h_2) ]                    (KL-regularised reward gap)
+        w   = sg[ clip( rho_1 rho_2, 1/weight_clip, weight_clip ) ],      rho_i = pi(y_i|x) / pi_old(y_i|x)
+        joint (V2):    L = 1/2 max( -Q w d, -Q w clip(d, d_old - eps, d_old + eps) ),   d = log pi(y1) - log pi(y2)
+        separate (V1): L = 1/2 [ max( -Q w l_1, -Q w clip(l_1, l_1^old +- eps) ) + max( Q w l_2, Q w clip(l_2, l_2^old +- eps) ) ]
 
-    Both have gradient PPG at theta = theta_old and are invariant to per-prompt reward shifts.
-    The KL penalty enters the reward as in PPO-RLHF (Ziegler et al. 2019, Eq. 2; the P3O paper
-    keeps the KL-regularised reward)::
-
-        R(y_i) = r(y_i) - beta (log pi_old(y_i|x) - log pi_ref(y_i|x))          (no gradient)
-
-    The loss is -J per prompt.
+    with l_i = log pi(y_i|x) (the same pessimistic max of the unclipped and the clipped loss as
+    PPO, but the surrogate is linear in the log-probs and the pair's joint ratio enters as a
+    clipped, stop-gradient weight). Both give the PPG at theta = theta_old (w = 1, nothing clipped).
+    The trainer we read clips per *token* in its separate mode; ``Scores`` here carries sequence
+    log-probs, so "separate" clips each response's sequence log-prob (our adaptation).
 
     Parameters
     ----------
     scores : ``logps`` (B, 2) of two samples of the same prompt under pi_theta; ``rewards``
-        (B, 2) the judge's scores; ``ref_logps`` (B, 2) optional (with beta > 0: the KL-shaped
-        reward); optional ``aux["old_logps"]`` (B, 2) log pi_old of the sampling policy (absent:
-        sg(logps), ratios 1, the on-policy case).
+        (B, 2) the judge's scores; ``ref_logps`` (B, 2) optional (with beta > 0: the KL term of Q);
+        optional ``aux["old_logps"]`` (B, 2) log pi_old (absent: sg(logps), the on-policy case).
     beta : float
         KL coefficient; 0.05 as our ``rloo`` (the paper sweeps the KL-reward frontier; our choice).
     epsilon : float
-        Ratio clip 0.2 (PPO's default; our choice).
-    clip : "separate" | "joint"
-        V1 (the default here) or V2.
+        Clip range of the log-prob (difference) around its pi_old value; 0.2 (PPO's; our choice).
+    weight_clip : float
+        The joint importance weight is clipped to [1/weight_clip, weight_clip]; 5 (our choice).
+    clip : "joint" | "separate"
+        V2 (the default here) or V1.
 
-    Returns rewards = the KL-shaped rewards R (B, 2); metrics ``clip_fraction`` and ``reward_gap`` |Delta|.
+    Returns rewards = the KL-shaped rewards r - beta h (B, 2); metrics ``clip_fraction``,
+    ``importance_weight`` and ``reward_gap`` |Q|.
     """
     if clip not in ("separate", "joint"):
         raise ConfigError(f"loss 'p3o': clip must be 'separate' or 'joint', got {clip!r}")
+    if weight_clip < 1:
+        raise ConfigError(f"loss 'p3o': weight_clip must be >= 1, got {weight_clip}")
     _need_k(scores, "p3o")
     lp = scores.logps
     old = scores.aux.get("old_logps")
-    old = lp.detach() if old is None else old.to(lp.dtype)
+    old = lp.detach() if old is None else old.to(lp.dtype).detach()
     R = scores.rewards.to(lp.dtype)
     if scores.ref_logps is not None and beta:
-        R = R - beta * (old.detach() - scores.ref_logps)
-    delta = (R[:, 0] - R[:, 1]).detach()  # (B,): a per-prompt shift of r cancels here
-    log_rho = lp - old.detach()  # (B, 2)
+        R = R - beta * (lp.detach() - scores.ref_logps)
+    q = (R[:, 0] - R[:, 1]).detach()  # (B,): a per-prompt shift of r cancels here
+    w = torch.exp((lp - old).sum(1)).detach().clamp(1.0 / weight_clip, weight_clip)
+    qw = q * w
 
-    def clipped(log_ratio: Tensor, adv: Tensor) -> tuple[Tensor, Tensor]:
-        ratio = torch.exp(log_ratio)
-        j = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
-        return j, ((ratio - 1).abs() > epsilon).to(lp.dtype)
+    def pessimistic(coef: Tensor, x: Tensor, x_old: Tensor) -> tuple[Tensor, Tensor]:
+        plain = coef * x
+        clipped = coef * torch.minimum(torch.maximum(x, x_old - epsilon), x_old + epsilon)
+        return torch.maximum(plain, clipped), (clipped > plain).to(lp.dtype)
 
-    if clip == "separate":
-        j1, c1 = clipped(log_rho[:, 0], delta / 2)
-        j2, c2 = clipped(log_rho[:, 1], -delta / 2)
-        J, frac = j1 + j2, (c1 + c2) / 2
+    if clip == "joint":
+        per_example, frac = pessimistic(-qw, lp[:, 0] - lp[:, 1], old[:, 0] - old[:, 1])
+        per_example = per_example / 2
     else:
-        h = log_rho[:, 0] - log_rho[:, 1]
-        j1, c1 = clipped(h, delta / 2)
-        j2, _ = clipped(-h, -delta / 2)
-        J, frac = (j1 + j2) / 2, c1
-    return _finish(-J, scores, R, clip_fraction=frac, reward_gap=delta.abs())
+        l1, c1 = pessimistic(-qw, lp[:, 0], old[:, 0])
+        l2, c2 = pessimistic(qw, lp[:, 1], old[:, 1])
+        per_example, frac = (l1 + l2) / 2, (c1 + c2) / 2
+    return _finish(per_example, scores, R, clip_fraction=frac, importance_weight=w, reward_gap=q.abs())

@@ -225,45 +225,50 @@ def _p3o(lp, old, rewards, ref=None, **hp):
 
 
 def test_p3o_by_hand_both_clip_forms():
-    # one prompt, rho = (1.5, 0.9), r = (2, 1) -> Delta = 1, eps 0.2
+    # one prompt, rho = (1.5, 0.9) -> joint weight w = 1.35; r = (2, 1) -> Q = 1; eps 0.2
     old = t([[-2.0, -3.0]])
     lp = (old + t([[math.log(1.5), math.log(0.9)]])).requires_grad_()
-    out = _p3o(lp, old, t([[2.0, 1.0]]), clip="separate")
-    # y1: min(1.5 * 0.5, 1.2 * 0.5) = 0.6 (clipped); y2: min(-0.9 * 0.5, -0.9 * 0.5) = -0.45 (inside the region)
-    assert float(out.loss.detach()) == pytest.approx(-(0.6 - 0.45))
-    out.loss.backward()
-    torch.testing.assert_close(lp.grad, t([[0.0, 0.9 * 0.5]]))  # only y2's unclipped term moves: lower y2
-    lp.grad = None
+    l1, l2 = -2.0 + math.log(1.5), -3.0 + math.log(0.9)
     out = _p3o(lp, old, t([[2.0, 1.0]]), clip="joint")
-    # rho = 1.5 / 0.9 = 1.667 -> min(0.833, 0.6) = 0.6; reversed: 1/rho = 0.6, adv -0.5 -> min(-0.3, -0.4) = -0.4
-    assert float(out.loss.detach()) == pytest.approx(-(0.6 - 0.4) / 2)
+    # d = l1 - l2 = 1.51 leaves [d_old - 0.2, d_old + 0.2] = [0.8, 1.2]: max(-1.35 * 1.51, -1.35 * 1.2) = -1.62 (clipped)
+    assert float(out.loss.detach()) == pytest.approx(max(-1.35 * (l1 - l2), -1.35 * 1.2) / 2)
+    assert float(out.loss.detach()) == pytest.approx(-0.81)
     out.loss.backward()
-    torch.testing.assert_close(lp.grad, t([[0.0, 0.0]]))  # both orders clipped
-    # inside the trust region, joint: rho = 1.05 / 0.98
+    torch.testing.assert_close(lp.grad, t([[0.0, 0.0]]))  # the clipped branch is flat
+    assert float(out.metrics["importance_weight"]) == pytest.approx(1.35)
+    lp.grad = None
+    out = _p3o(lp, old, t([[2.0, 1.0]]), clip="separate")
+    # y1: max(-1.35 l1, -1.35 clip(l1, -2.2, -1.8)) = -1.35 * -1.8 = 2.43 (clipped); y2: l2 = -3.105 inside [-3.2, -2.8]
+    assert float(out.loss.detach()) == pytest.approx((max(-1.35 * l1, 1.35 * 1.8) + 1.35 * l2) / 2)
+    out.loss.backward()
+    torch.testing.assert_close(lp.grad, t([[0.0, 1.35 / 2]]))  # only y2's unclipped term moves: lower y2
+    # inside the trust region, joint: d - d_old = log(1.05 / 0.98) < 0.2; w = 1.05 * 0.98
     lp2 = (old + t([[math.log(1.05), math.log(0.98)]])).requires_grad_()
     out = _p3o(lp2, old, t([[2.0, 1.0]]), clip="joint")
-    rho = 1.05 / 0.98
-    assert float(out.loss.detach()) == pytest.approx(-(rho * 0.5 - 0.5 / rho) / 2)
+    w = 1.05 * 0.98
+    assert float(out.loss.detach()) == pytest.approx(-w * (1.0 + math.log(1.05 / 0.98)) / 2)
     out.loss.backward()
-    g = (rho * 0.5 + 0.5 / rho) / 2  # d/d logp1 of J; d/d logp2 is its negative
-    torch.testing.assert_close(lp2.grad, t([[-g, g]]))
-    # the KL-shaped reward: R = r - beta (log pi_old - log pi_ref); Delta = (2 - 0.1 * 1) - (1 - 0.1 * -1) = 0.8
+    torch.testing.assert_close(lp2.grad, t([[-w / 2, w / 2]]))
+    # the joint weight is clipped to [1/weight_clip, weight_clip]
+    far = old + t([[3.0, 0.0]])
+    assert float(_p3o(far, old, t([[2.0, 1.0]]), weight_clip=4.0).metrics["importance_weight"]) == pytest.approx(4.0)
+    # the KL term of Q: Q = (2 - 1) - 0.1 * (h1 - h2) with h = logp - log pi_ref = (1, -1): Q = 0.8
     out = _p3o(old.clone().requires_grad_(), old, t([[2.0, 1.0]]), ref=old - t([[1.0, -1.0]]), beta=0.1)
     torch.testing.assert_close(out.rewards, t([[1.9, 1.1]]))
-    assert float(out.loss.detach()) == pytest.approx(0.0)  # ratios 1: J = Delta/2 - Delta/2
+    assert float(out.loss.detach()) == pytest.approx(-0.8 * (-2.0 + 3.0) / 2)  # on policy: -Q d / 2
     with pytest.raises(ConfigError, match="clip must be"):
         _p3o(lp, old, t([[2.0, 1.0]]), clip="both")
 
 
 @pytest.mark.parametrize("clip", ["separate", "joint"])
 def test_p3o_on_policy_gradient_is_the_pairwise_policy_gradient(clip):
-    """At theta = theta_old: grad(-J) = -(R1 - R2)/2 * grad(log pi(y1) - log pi(y2)) (the PPG)."""
+    """At theta = theta_old: grad L = -(r1 - r2)/2 * grad(log pi(y1) - log pi(y2)) (the PPG), batch-averaged."""
     g = torch.Generator().manual_seed(0)
     lp = -torch.rand(5, 2, generator=g, dtype=D)
     r = torch.randn(5, 2, generator=g, dtype=D)
     leaf = lp.clone().requires_grad_()
     _p3o(leaf, lp, r, clip=clip).loss.backward()
-    d = (r[:, 0] - r[:, 1]) / 2 / 5  # the batch mean
+    d = (r[:, 0] - r[:, 1]) / 2 / 5
     torch.testing.assert_close(leaf.grad, torch.stack([-d, d], 1))
 
 
@@ -271,7 +276,7 @@ def test_p3o_on_policy_gradient_is_the_pairwise_policy_gradient(clip):
 def test_p3o_is_invariant_to_per_prompt_reward_shifts_unlike_reinforce(clip):
     g = torch.Generator().manual_seed(1)
     old = -torch.rand(6, 2, generator=g, dtype=D)
-    lp = old + 0.3 * torch.randn(6, 2, generator=g, dtype=D)  # some ratios clipped, some not
+    lp = old + 0.3 * torch.randn(6, 2, generator=g, dtype=D)  # some terms clipped, some not
     ref = -torch.rand(6, 2, generator=g, dtype=D)
     r = torch.randn(6, 2, generator=g, dtype=D)
     shift = 100.0 * torch.randn(6, 1, generator=g, dtype=D)  # delta(x): one constant per prompt
@@ -292,16 +297,36 @@ def test_p3o_is_invariant_to_per_prompt_reward_shifts_unlike_reinforce(clip):
     torch.testing.assert_close(l0, l1)
     torch.testing.assert_close(g0, g1)
     assert not torch.allclose(grad(reinforce, r)[1], grad(reinforce, r + shift)[1])
-    # swapping the two samples of every prompt (with their rewards and old log-probs) changes nothing
-    sw = [0, 1]
-    swapped = _p3o(lp[:, sw[::-1]], old[:, sw[::-1]], r[:, sw[::-1]], ref=ref[:, sw[::-1]], beta=0.1, clip=clip).loss
+    # swapping the two samples of every prompt (with their rewards, old and reference log-probs) changes nothing
+    sw = [1, 0]
+    swapped = _p3o(lp[:, sw], old[:, sw], r[:, sw], ref=ref[:, sw], beta=0.1, clip=clip).loss
     torch.testing.assert_close(swapped, l0)
 
 
 @pytest.mark.parametrize("clip", ["separate", "joint"])
-def test_p3o_gradcheck_with_fixed_old_logps(clip):
+def test_p3o_gradient_matches_the_hand_formula_off_policy(clip):
+    """Random float64 inputs around pi_old: each unclipped term contributes -+Q w / 2 (w: clipped, stop-gradient)."""
     g = torch.Generator().manual_seed(2)
-    old = -torch.rand(3, 2, generator=g, dtype=D)
-    lp = (old + 0.05 * torch.randn(3, 2, generator=g, dtype=D)).requires_grad_()
-    r, ref = torch.randn(3, 2, generator=g, dtype=D), -torch.rand(3, 2, generator=g, dtype=D)
-    assert torch.autograd.gradcheck(lambda x: _p3o(x, old, r, ref=ref, clip=clip).loss, (lp,))
+    old = -torch.rand(8, 2, generator=g, dtype=D)
+    lp = (old + 0.25 * torch.randn(8, 2, generator=g, dtype=D)).requires_grad_()
+    r, ref = torch.randn(8, 2, generator=g, dtype=D), -torch.rand(8, 2, generator=g, dtype=D)
+    _p3o(lp, old, r, ref=ref, beta=0.1, clip=clip, weight_clip=1.2).loss.backward()
+    x = lp.detach()
+    q = (r[:, 0] - r[:, 1]) - 0.1 * ((x - ref)[:, 0] - (x - ref)[:, 1])
+    w = torch.exp((x - old).sum(1)).clamp(1 / 1.2, 1.2)
+    want = torch.zeros(8, 2, dtype=D)
+    for b in range(8):
+        qw = float(q[b] * w[b])
+        if clip == "joint":  # the plain branch is the max unless d left the band on the side that lowers the loss
+            d, d0 = float(x[b, 0] - x[b, 1]), float(old[b, 0] - old[b, 1])
+            dc = min(max(d, d0 - 0.2), d0 + 0.2)
+            if -qw * d >= -qw * dc:
+                want[b] = t([-qw / 2, qw / 2])
+        else:
+            for i, sign in ((0, -1.0), (1, 1.0)):
+                li, l0 = float(x[b, i]), float(old[b, i])
+                lc = min(max(li, l0 - 0.2), l0 + 0.2)
+                if sign * qw * li >= sign * qw * lc:
+                    want[b, i] = sign * qw / 2
+    torch.testing.assert_close(lp.grad, want / 8)
+    assert (want == 0).any() and (want != 0).any()  # both branches occur
