@@ -294,9 +294,12 @@ class AlignDiffPlanner:
 
         Returns ``states`` (H, D), ``actions`` (H, A) of the chosen plan and its ``predicted`` strengths (k,).
         """
-        target_t = torch.as_tensor(np.asarray(target, np.float32))[None]
-        k = target_t.shape[1]
-        mask_t = torch.ones(1, k) if mask is None else torch.as_tensor(np.asarray(mask, np.float32))[None]
+        target_t = torch.as_tensor(np.asarray(target, np.float32)).reshape(1, -1)
+        k = self.eps_model.cond_dim
+        mask_t = torch.ones(1, k) if mask is None else torch.as_tensor(np.asarray(mask, np.float32)).reshape(1, -1)
+        if target_t.shape[1] != k or mask_t.shape[1] != k:
+            raise ValueError(f"target and mask need {k} attribute entries, got {target_t.shape[1]} and "
+                             f"{mask_t.shape[1]}")
         gen = torch.Generator().manual_seed(seed)
         X = self.eps_model.x_dim
         row = self.obs_dim + self.act_dim

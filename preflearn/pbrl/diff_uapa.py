@@ -56,6 +56,10 @@ What we chose where the text is ambiguous or silent (said so here, test the math
   pi_theta is the MLP DDPM of :mod:`preflearn.pbrl.diffusion_policy` (the paper:
   Chi et al.'s diffusion policy).
 
+Measured on the demo task (docs/pbrl-diffusion.md): alignment moves the bimodal
+behaviour-cloned policy from 0.35 to 0.83 of actions toward the goal, but the Beta prior
+did not beat the MLE-only objective at 10%, 30% or 45% flipped labels (3 seeds each).
+
 Shapes: B pairs, L steps, D obs dims, A action dims, I diffusion steps, N segments.
 """
 

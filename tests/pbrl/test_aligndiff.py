@@ -126,3 +126,5 @@ def test_higher_target_strength_gives_more_of_the_attribute(planner_and_report):
         assert rho > 0.6, (name, rho, np.round(values, 2))
         lo, hi = np.mean(values[:3]), np.mean(values[-3:])
         assert hi > lo, (name, lo, hi)
+    with pytest.raises(ValueError, match="2 attribute entries"):
+        planner.plan(np.zeros(2), [0.5, 0.5, 0.5])

@@ -238,12 +238,12 @@ def test_diff_uapa_moves_a_bimodal_diffusion_policy_to_the_preferred_mode():
     train_denoiser(ref, sched, torch.as_tensor(pool.act).reshape(-1, 2), torch.as_tensor(pool.obs).reshape(-1, 2),
                    steps=800, lr=3e-3)
     before = toward_goal_rate(ref, sched)
-    assert 0.3 < before < 0.7  # both modes present
+    assert 0.2 < before < 0.8  # both modes present (measured 0.35)
     rounds = group_rounds(pool, Teacher(), n_rounds=3, pairs_per_round=300, seed=0)
     policy = clone_policy(ref)
     hist = train_diff_uapa(policy, ref, sched, rounds, DiffUAPAConfig(steps_per_round=100, beta_steps=100), seed=0)
     after = toward_goal_rate(policy, sched)
-    assert after > 0.75 and after > before + 0.3, (before, after)  # measured 0.83 from 0.4-0.5
+    assert after > 0.75 and after > before + 0.3, (before, after)  # measured 0.83 from 0.35
     assert len(hist) == 3
     # the Beta prior gives the round's winners a higher expected win rate than its losers
     assert all(h["beta_mean_winners"] > h["beta_mean_losers"] for h in hist)
