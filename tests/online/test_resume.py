@@ -107,6 +107,9 @@ def test_corrupt_checkpoint_is_refused_and_failed_saves_keep_the_previous_one(tm
     shutil.rmtree(ck / "step-2")
     with pytest.raises(ConfigError, match="differs.*'lr'"):
         _run(_cfg(tmp_path, "run", rounds=2, lr=1e-2), FailingJudge(), resume=True)
+    # a leftover temporary folder of an interrupted save is not a checkpoint: resume skips it
+    (ck / ".step-2.tmp-leftover").mkdir()
+    (ck / ".step-2.tmp-leftover" / "state.pt").write_bytes(b"partial")
     # with the broken one removed the run resumes from step-1 and finishes
     out, _ = _run(cfg, FailingJudge(), resume=True)
     assert [r["round"] for r in out["rounds"]] == [0, 1]
