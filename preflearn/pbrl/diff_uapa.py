@@ -396,12 +396,17 @@ def toward_goal_rate(policy: EpsMLP, sched: NoiseSchedule, n: int = 512, *, seed
 
 
 def group_rounds(pool: Segments, teacher: Teacher, n_rounds: int = 3, pairs_per_round: int = 200, *,
-                 pick: float = 0.2, swap: float = 0.5, seed: int = 0) -> list[SegmentPairs]:
-    """``n_rounds`` user groups, each labelling fresh random pairs with ``teacher`` then the paper's noise."""
+                 pick: float = 0.2, swap: float = 0.5, same_pairs: bool = False, seed: int = 0) -> list[SegmentPairs]:
+    """``n_rounds`` user groups, each labelling random pairs with ``teacher`` then the paper's noise.
+
+    With ``same_pairs`` every group labels the same pairs (groups disagreeing on one pair, the case
+    Definition 3.1 and Prop. 4.1's voting example describe); otherwise each round draws fresh pairs.
+    """
     rng = np.random.default_rng(seed)
     out = []
-    for _ in range(n_rounds):
-        a, b = sample_pairs(len(pool), pairs_per_round, rng)
+    shared = sample_pairs(len(pool), pairs_per_round, rng)
+    for n in range(n_rounds):
+        a, b = shared if (same_pairs or n == 0) else sample_pairs(len(pool), pairs_per_round, rng)
         y = teacher.label(pool.rew[a], pool.rew[b], rng)
         out.append(SegmentPairs(pool, a, b, noisy_group_labels(y, rng, pick, swap)))
     return out
