@@ -193,6 +193,18 @@ def test_win_loss_counts_and_group_noise():
     assert (noisy_group_labels(y, rng, pick=0.0) == 1).all()
 
 
+def test_group_rounds_fresh_or_shared_pairs():
+    pool = two_mode_segments(40, 3, seed=0)
+    fresh = group_rounds(pool, Teacher(), n_rounds=3, pairs_per_round=30, seed=0)
+    shared = group_rounds(pool, Teacher(), n_rounds=3, pairs_per_round=30, same_pairs=True, seed=0)
+    np.testing.assert_array_equal(fresh[0].a, shared[0].a)
+    assert not np.array_equal(fresh[0].a, fresh[1].a)
+    assert all(np.array_equal(r.a, shared[0].a) and np.array_equal(r.b, shared[0].b) for r in shared)
+    # labels follow the true progress except for the noisy swaps (about 10% of pairs)
+    truth = (pool.rew[shared[0].a].sum(1) > pool.rew[shared[0].b].sum(1)).astype(np.float32)
+    assert np.mean([np.mean(r.label == truth) for r in shared]) > 0.75
+
+
 class _Const(torch.nn.Module):
     def __init__(self, value):
         super().__init__()
