@@ -19,8 +19,9 @@ Our reduction (everything here is ours unless stated):
   the AI, each move left/stay/right; walking onto a source with empty hands picks its item,
   walking onto the pot drops it: a pot holding one item plus the *other* item makes a soup
   (team reward +1, the pot empties); a duplicate item is wasted. Episodes last ``horizon``
-  steps. The AI observes only its own position and hands and the pot (63 states), not its
-  partner, so a partner's style is not visible in its state: it can only come from feedback.
+  steps. The AI observes its own position and hands, the pot and its partner's hands (189
+  states), not the partner's position or style: what the human wants is not in its state and can
+  only come from the human's feedback.
 * **Partners** (simulated, scripted, not RL-trained as in the paper): :class:`FetchPartner`
   always fetches one ingredient ("style" A or B, optionally idling with probability
   ``p_idle``), :class:`ComplementPartner` fetches whatever the pot lacks.
@@ -29,9 +30,10 @@ Our reduction (everything here is ours unless stated):
   human is an A-fetcher. The environment reward is indifferent to where the AI walks.
 * **Offline feedback**: games of the human with a few behaviour AIs, cut into segments of
   the AI's states and actions; a simulated B-Pref teacher (:mod:`preflearn.pbrl.teachers`)
-  labels pairs by the summed human utility; a Bradley-Terry reward ensemble
-  (:mod:`preflearn.pbrl.reward`, Christiano et al. 2017, arXiv:1706.03741, Eq. 1) is fitted
-  on them and tabulated as r_hat(s, a).
+  labels pairs by the summed human utility; a Bradley-Terry reward (Christiano et al. 2017,
+  arXiv:1706.03741, Eq. 1) with the known team reward as a fixed offset in the logit, linear in
+  one-hot state/action features (or the PEBBLE MLP ensemble of :mod:`preflearn.pbrl.reward`), is
+  fitted on them and tabulated as r_hat(s, a) (:func:`fit_style_reward`).
 * **Learner**: tabular Q-learning (Watkins & Dayan 1992), Q(s,a) += alpha (r + gamma max_a'
   Q(s',a') - Q(s,a)), with r = r_env + lam * r_hat(s, a). :func:`hybrid_train` does a
   warm-up against the partner pool with the environment reward, then ``rounds`` of
@@ -311,7 +313,7 @@ def fit_style_reward(k: Kitchen, fb: Feedback, *, model: str = "linear", residua
 
     ``model="linear"`` (default): r_hat(s, a) = w . [one-hot features of s, one-hot a], fitted by
     :func:`fit_linear_bt` (a linear reward space, as in Hidden-Utility Self-Play, Yu et al. 2023,
-    arXiv:2302.01605, which the paper's partners build on). ``model="mlp"``: the PEBBLE ensemble of
+    arXiv:2302.01605, models human biases as linear rewards). ``model="mlp"``: the PEBBLE ensemble of
     :mod:`preflearn.pbrl.reward` (tanh MLPs), tabulated as mean - ``pessimism`` * std over members.
 
     ``residual=True`` (our choice): the known team reward enters the BT logit as a fixed offset,

@@ -39,6 +39,7 @@ import math
 import re
 import signal
 import threading
+import time
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -277,13 +278,17 @@ class _time_limit:
     def __enter__(self):
         if self.active:
             self.old = signal.signal(signal.SIGALRM, self._raise)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            self.start = time.monotonic()
+            self.outer = signal.setitimer(signal.ITIMER_REAL, self.seconds)  # (delay, interval) of a timer we pause
         return self
 
     def __exit__(self, *exc):
         if self.active:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.old)
+            delay, interval = self.outer
+            if delay > 0:  # give an enclosing timer (e.g. pytest-timeout) back what it had left
+                signal.setitimer(signal.ITIMER_REAL, max(delay - (time.monotonic() - self.start), 1e-3), interval)
         return False
 
 

@@ -255,3 +255,18 @@ def test_llm_proposer_runs_mechanically_on_a_tiny_random_model():
     # its random text is refused by the checker, never executed
     res = run_icpl(CARTPOLE, prop, SimulatedHuman(), rounds=1, k=2, max_attempts=1)
     assert res.rounds[0].best is None and len(res.rounds[0].errors) == 2
+
+
+def test_time_limit_gives_an_enclosing_timer_back():
+    import signal
+
+    rc = compile_reward(GOOD, NAMES, name="c0")
+    saved_handler = signal.signal(signal.SIGALRM, lambda *a: None)
+    saved_timer = signal.setitimer(signal.ITIMER_REAL, 100.0)  # stands in for e.g. pytest-timeout's alarm
+    try:
+        rc(np.zeros((2, 4)), np.zeros(2))
+        remaining = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 99.0 < remaining <= 100.0, remaining
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *saved_timer)
+        signal.signal(signal.SIGALRM, saved_handler)
