@@ -244,6 +244,9 @@ class RewardCode:
         return self._shape(out, shape, "reward"), comps
 
     def _shape(self, value: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+        if value is None or isinstance(value, (str, dict, bytes)):
+            raise RewardCodeError(f"{what} is {type(value).__name__}, expected numbers (one value per step)",
+                                  file=self.name)
         try:
             arr = np.broadcast_to(np.asarray(value, np.float64), shape)
         except (ValueError, TypeError) as exc:

@@ -100,6 +100,8 @@ def test_runtime_failures_and_limits_are_named():
         compile_reward("def compute_reward(obs):\n    return np.log(obs[..., 0])\n", NAMES, name="c8")(obs, act)
     with pytest.raises(RewardCodeError, match="expected"):
         compile_reward("def compute_reward(obs):\n    return obs\n", NAMES, name="c9")(obs, act)
+    with pytest.raises(RewardCodeError, match=r"^c10: reward is NoneType"):
+        compile_reward("def compute_reward(obs):\n    x = 1\n    return\n", NAMES, name="c10")(obs, act)
     with pytest.raises(RewardCodeError, match="OverflowError"):  # integers became floats: no huge-int hang
         compile_reward("def compute_reward(obs):\n    return 9 ** 9 ** 9\n", NAMES)(obs, act)
     with pytest.raises(RewardCodeError, match="limit is 50"):
