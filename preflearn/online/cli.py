@@ -50,8 +50,13 @@ def demo_cmd(
     output_dir: str = typer.Option("runs", help="parent folder of the run directory"),
     rounds: int = typer.Option(2, help="online rounds"),
     prompts_per_round: int = typer.Option(32, help="prompts sampled per round (K=4 samples each)"),
-    eval_prompts: int = typer.Option(48, help="held-out prompts for the win rate"),
+    eval_prompts: int = typer.Option(32, help="held-out prompts for the win rate"),
+    eval_samples: int = typer.Option(4, help="samples per held-out prompt from each of the final and initial policy"),
     steps_per_round: int = typer.Option(8, help="DPO steps (4 pairs each) per round"),
+    pairs: str = typer.Option("best_vs_worst", help="pair builder: best_vs_worst (iterative DPO) or random_pair"),
+    lr: float = typer.Option(2e-4, help="LoRA learning rate"),
+    temperature: float = typer.Option(1.0, help="sampling temperature (training rounds and held-out samples)"),
+    top_p: float = typer.Option(1.0, help="nucleus mass kept when sampling"),
     seed: int = typer.Option(0),
     rm_pairs: int = typer.Option(1200, help="HH-RLHF pairs the MiniLM judge is trained on (cached per setting)"),
     judge_dir: str = typer.Option(None, help="judge with this saved reward model instead of training one"),
@@ -63,7 +68,8 @@ def demo_cmd(
 
     out = run_online_demo(output_dir=output_dir, rounds=rounds, prompts_per_round=prompts_per_round,
                           eval_prompts=eval_prompts, steps_per_round=steps_per_round, seed=seed, rm_pairs=rm_pairs,
-                          judge_dir=judge_dir)
+                          judge_dir=judge_dir, eval_samples=eval_samples, pairs=pairs, lr=lr,
+                          temperature=temperature, top_p=top_p)
     typer.echo(json.dumps({k: v for k, v in out.items() if k != "rounds"}, default=str))
 
 
@@ -116,16 +122,26 @@ def rl_cmd(
     judge: str = typer.Option(..., help=_JUDGE_HELP),
     config: Path = typer.Option(None, "--config", help="YAML GroupConfig (model:, loss:, hparams:, sampling: ...)"),
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. loss=grpo hparams.beta=0.02 rounds=3"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the run's last complete round"),
 ) -> None:
-    """RLOO / GRPO / SPPO: K samples per prompt, judged, one policy-gradient update per mini-batch."""
+    """RLOO / GRPO / SPPO / P3O / XPO / INPO: K samples per prompt, judged, policy-gradient updates."""
     import json
 
     from .. import config as C
     from .group import GroupConfig, run_online_group
 
     cfg = C.load(GroupConfig, config, overrides or [])
-    out = run_online_group(cfg, _judge(judge), progress=True)
+    out = run_online_group(cfg, _judge(judge), progress=True, resume=resume)
     typer.echo(json.dumps({k: v for k, v in out.items() if k != "rounds"}, indent=2, default=str))
+
+
+def _register_nash() -> None:
+    from . import nash_cli
+
+    nash_cli.register(online_app)
+
+
+_register_nash()
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,11 @@ Modules (import them directly; this package imports nothing heavy):
 * ``heron``     HERON hierarchical labels from ranked reward factors
 * ``reed``      REED dynamics-aware reward ensembles (self-future consistency)
 * ``prior``     Hindsight PRIOR world-model attention credit assignment
+* ``diffusion_policy``  a small DDPM over state/action sequences (guidance, attribute masks, pinning)
+* ``aligndiff`` AlignDiff attribute-strength model and attribute-conditioned diffusion planner
+* ``diff_uapa`` Diff-UAPA: diffusion-policy alignment on regret preferences with a Beta prior
+* ``icpl``      ICPL in-context preference learning of reward code (safe executor in ``icpl_code``)
+* ``coop``      hybrid offline-online cooperative preference learning (corridor-kitchen reduction)
 
-See docs/pbrl.md.
+See docs/pbrl.md, docs/pbrl-diffusion.md and docs/pbrl-more.md.
 """
