@@ -37,6 +37,7 @@ from preflearn.pbrl.sb3 import LearnedRewardWrapper, LinearToZero, StandardizedR
 from preflearn.pbrl.segments import segments_from_episodes
 from preflearn.pbrl.teachers import Teacher
 
+TEACHER_LABEL = {"stoc": "beta=1 ", "mistake": "eps=0.1 "}  # the noisy teachers of main(), for the legend
 SEG_LEN = 50
 FIT_EPOCHS = 20
 GAMMA = 0.98
@@ -78,6 +79,22 @@ def initial_pool(seed: int):
     return segments_from_episodes(C.to_trajectories(Obs, A, R, L, 500), SEG_LEN, per_episode=2, rng=rng)
 
 
+def reset_critic(model) -> None:
+    """Re-initialise PPO's value network (SB3's own orthogonal init, gains sqrt 2 / 1) and its Adam moments.
+
+    After a reward refit the old critic estimates the value of the OLD reward; starting it afresh
+    avoids advantages computed from a stale baseline (an option; the policy network is kept).
+    """
+    from functools import partial
+
+    pol = model.policy
+    pol.mlp_extractor.value_net.apply(partial(pol.init_weights, gain=np.sqrt(2)))
+    pol.value_net.apply(partial(pol.init_weights, gain=1.0))
+    for m in (pol.mlp_extractor.value_net, pol.value_net):
+        for prm in m.parameters():
+            pol.optimizer.state.pop(prm, None)
+
+
 def evaluate(model, episodes: int) -> float:
     """Mean true return of the deterministic policy (fixed evaluation seed, the same for every run)."""
     return C.policy_return(sb3_act_fn(model), episodes=episodes)
@@ -108,7 +125,7 @@ def learned_returns(reward_fn, model, episodes: int, gamma: float) -> dict[str, 
 
 def run_pbrl(selector: str, teacher: Teacher, budget: int, per_round: int, steps: int, seed: int,
              reward_norm: str = "none", chunks: int = 0, episodes: int = 10, ref_model=None,
-             schedule_steps: int = 0):
+             schedule_steps: int = 0, value_reset: bool = False):
     """One PbRL run; returns (history rows, diagnostics).
 
     After the query budget is spent, PPO keeps training on the final (frozen) learned reward for
@@ -137,6 +154,8 @@ def run_pbrl(selector: str, teacher: Teacher, budget: int, per_round: int, steps
             obs = np.concatenate([s.obs.reshape(-1, s.obs.shape[-1]) for s in state["seen"]])[v]
             act = np.concatenate([s.act.reshape(-1) for s in state["seen"]])[v]
             norm.update(obs, act)
+        if value_reset:
+            reset_critic(model)
         model.learn(steps, reset_num_timesteps=False)
         stoch = sb3_act_fn(model, deterministic=False)
         Obs, A, R, L = C.vector_episodes(np.zeros((16, 1)), seed=seed * 100 + n, act_fn=stoch,
@@ -183,6 +202,8 @@ def main() -> None:
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG and table from results.json")
     ap.add_argument("--merge", default="", help="comma-separated result folders (e.g. one per seed) to merge "
                                                "into --out and plot")
+    ap.add_argument("--value-reset", action="store_true",
+                    help="re-initialise PPO's value network after every reward refit")
     ap.add_argument("--fit-epochs", type=int, default=20)
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args()
@@ -198,21 +219,18 @@ def main() -> None:
     if args.merge:
         merge(out, [Path(d) for d in args.merge.split(",")])
     if args.plot_only or args.merge:
-        data = json.loads((out / "results.json").read_text())
-        a = argparse.Namespace(**{**vars(args), **data["args"]})
-        n = len(data["true_reward_ppo"])
-        res = {k: v[:n] for k, v in data["results"].items() if len(v) >= n}
-        plot(out, data["true_reward_ppo"], res, rounds, a)
-        report(data, res)
+        finish(out, json.loads((out / "results.json").read_text()), rounds, args)
         return
     t0, c0 = time.time(), time.process_time()
     ref: list[list[float]] = []
     results: dict[str, list] = {name: [] for name in args.configs.split(",")}
     diags: dict[str, list] = {name: [] for name in results}
+    result_seeds: dict[str, list] = {name: [] for name in results}
     seeds: list[int] = []
 
     def save() -> None:  # after every run, so an interrupted benchmark still leaves its finished seeds
         summary = {"true_reward_ppo": ref, "results": results, "diagnostics": diags, "seeds": seeds,
+                   "result_seeds": result_seeds,
                    "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0, "load_avg": os.getloadavg(),
                    "args": vars(args)}
         tmp = out / "results.json.tmp"
@@ -233,53 +251,88 @@ def main() -> None:
         for name in results:
             tname, sel = name.split("/")
             hist, diag = run_pbrl(sel, teachers[tname], args.budget, args.per_round, args.steps_per_round, s,
-                                  args.reward_norm, chunks, args.eval_episodes, ref_model, sched)
+                                  args.reward_norm, chunks, args.eval_episodes, ref_model, sched,
+                                  args.value_reset)
             results[name].append(hist)
             diags[name].append(diag)
+            result_seeds[name].append(s)
             print(f"[{time.time() - t0:6.0f}s] {name} seed {s}: "
                   + " ".join(f"{h['true_return']:.0f}" for h in hist) + f"  diag {json.dumps(diag)}", flush=True)
             save()
-    plot(out, ref, results, rounds, args)
-    report(json.loads((out / "results.json").read_text()), results)
+    finish(out, json.loads((out / "results.json").read_text()), rounds, args)
+
+
+def finish(out: Path, data: dict, rounds: int, args: argparse.Namespace) -> None:
+    a = argparse.Namespace(**{**vars(args), **data["args"]})
+    ref = [r for r in data["true_reward_ppo"] if np.isfinite(r).all()]
+    plot(out, ref, {k: v for k, v in data["results"].items() if v}, rounds, a)
+    report(data)
 
 
 def merge(out: Path, dirs: list[Path]) -> None:
-    """Concatenate the seeds of several results.json (same arguments but --first-seed/--seeds) into out."""
+    """Merge several results.json (same arguments, different seeds or configs) into ``out``, by seed.
+
+    True-reward runs skipped with ``--skip-reference`` (NaN) are dropped; another folder supplies them.
+    """
     parts = [json.loads((d / "results.json").read_text()) for d in dirs]
-    m = {"true_reward_ppo": [], "results": {}, "diagnostics": {}, "seeds": [], "wall_s": 0.0, "cpu_s": 0.0,
-         "load_avg": [], "args": dict(parts[0]["args"])}
+    ref: dict[int, list] = {}
+    res: dict[str, dict] = {}
+    diag: dict[str, dict] = {}
     for p in parts:
-        n = len(p["true_reward_ppo"])
-        m["true_reward_ppo"] += p["true_reward_ppo"]
-        m["seeds"] += p.get("seeds", list(range(p["args"]["first_seed"], p["args"]["first_seed"] + n)))
-        for k, v in p["results"].items():
-            m["results"].setdefault(k, []).extend(v[:n])
-            m["diagnostics"].setdefault(k, []).extend(p.get("diagnostics", {}).get(k, [])[:n])
-        m["cpu_s"] += p["cpu_s"]
-        m["wall_s"] = max(m["wall_s"], p["wall_s"])
-        m["load_avg"].append(p.get("load_avg"))
-    m["args"]["seeds"] = len(m["true_reward_ppo"])
-    m["args"]["merged_from"] = [str(d) for d in dirs]
+        seeds = p.get("seeds") or list(range(p["args"]["first_seed"], p["args"]["first_seed"]
+                                             + len(p["true_reward_ppo"])))
+        for sd, r in zip(seeds, p["true_reward_ppo"]):
+            if np.isfinite(r).all():
+                ref[sd] = r
+        for k, runs in p["results"].items():
+            rs = p.get("result_seeds", {}).get(k, seeds)
+            res.setdefault(k, {}).update(zip(rs, runs))
+            diag.setdefault(k, {}).update(zip(rs, p.get("diagnostics", {}).get(k, [])))
+    seeds = sorted(ref)
+    m = {"true_reward_ppo": [ref[sd] for sd in seeds], "seeds": seeds,
+         "results": {k: [v[sd] for sd in sorted(v)] for k, v in res.items()},
+         "result_seeds": {k: sorted(v) for k, v in res.items()},
+         "diagnostics": {k: [diag[k].get(sd, {}) for sd in sorted(v)] for k, v in res.items()},
+         "cpu_s": sum(p["cpu_s"] for p in parts), "wall_s": max(p["wall_s"] for p in parts),
+         "load_avg": [p.get("load_avg") for p in parts],
+         "args": {**parts[0]["args"], "seeds": len(seeds), "merged_from": [str(d) for d in dirs]}}
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(m, indent=1))
     tmp.replace(out / "results.json")
 
 
-def report(data: dict, results: dict[str, list]) -> None:
-    """Final true returns per seed, the ratio to the true-reward PPO, and the reward-vs-PPO diagnostics."""
-    ref = np.array([r[-1] for r in data["true_reward_ppo"]])
-    print(f"seeds {data.get('seeds')}: true-reward PPO final {ref.mean():.1f} ({', '.join(f'{v:.0f}' for v in ref)})")
-    for name, runs in results.items():
+def report(data: dict) -> None:
+    """Final true returns per seed, the ratio to the true-reward PPO on the same seeds, and the diagnostics."""
+    seeds = data.get("seeds") or list(range(len(data["true_reward_ppo"])))
+    ref = {sd: r for sd, r in zip(seeds, data["true_reward_ppo"]) if np.isfinite(r).all()}
+    if ref:
+        f = np.array([r[-1] for r in ref.values()])
+        last5 = np.mean([np.mean(r[-5:]) for r in ref.values()])
+        print(f"true-reward PPO, seeds {list(ref)}: final {f.mean():.1f} ({', '.join(f'{v:.0f}' for v in f)}); "
+              f"mean of the last 5 evaluations {last5:.1f}")
+    for name, runs in data["results"].items():
+        if not runs:
+            continue
+        rs = data.get("result_seeds", {}).get(name, seeds[:len(runs)])
         v = np.array([h[-1]["true_return"] for h in runs])
         q = int(max(h["queries"] for h in runs[0]))
-        print(f"{name}: final {v.mean():.1f} ({', '.join(f'{x:.0f}' for x in v)}) = {100 * v.mean() / ref.mean():.1f}% "
-              f"of the true-reward PPO, {q} queries")
-        for s, d in zip(data.get("seeds", []), data.get("diagnostics", {}).get(name, [])):
-            if "ref" in d:
-                print(f"  seed {s}: learned return (sum / discounted) own policy {d['own']['learned']:.1f} / "
-                      f"{d['own']['learned_disc']:.2f} (true {d['own']['true']:.0f}), true-reward policy "
-                      f"{d['ref']['learned']:.1f} / {d['ref']['learned_disc']:.2f} (true {d['ref']['true']:.0f})")
-    print(f"CPU {data['cpu_s']:.0f} s, load average at the end {data.get('load_avg')}")
+        line = f"{name}, seeds {rs}: final {v.mean():.1f} ({', '.join(f'{x:.0f}' for x in v)}), {q} queries"
+        paired = [sd for sd in rs if sd in ref]
+        if paired:
+            rv = np.mean([ref[sd][-1] for sd in paired])
+            mv = np.mean([h[-1]["true_return"] for sd, h in zip(rs, runs) if sd in ref])
+            l5 = np.mean([np.mean([x["true_return"] for x in h[-5:]]) for sd, h in zip(rs, runs) if sd in ref])
+            r5 = np.mean([np.mean(ref[sd][-5:]) for sd in paired])
+            line += (f"; = {100 * mv / rv:.1f}% of the true-reward PPO on the same seeds (final), "
+                     f"{100 * l5 / r5:.1f}% (mean of the last 5 evaluations)")
+        print(line)
+        for sd, d in zip(rs, data.get("diagnostics", {}).get(name, [])):
+            if d and "ref" in d:
+                print(f"  seed {sd}: learned return (sum over 500 steps / discounted) of its own policy "
+                      f"{d['own']['learned']:.1f} / {d['own']['learned_disc']:.2f} (true {d['own']['true']:.0f}); "
+                      f"of the true-reward policy {d['ref']['learned']:.1f} / {d['ref']['learned_disc']:.2f} "
+                      f"(true {d['ref']['true']:.0f})")
+    print(f"CPU {data['cpu_s']:.0f} s, load average {data.get('load_avg')}")
 
 
 def plot(out: Path, ref: list[list[float]], results: dict[str, list], rounds: int, args: argparse.Namespace) -> None:
@@ -288,27 +341,31 @@ def plot(out: Path, ref: list[list[float]], results: dict[str, list], rounds: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chunks = len(ref[0])
+    chunks = len(ref[0]) if ref else max(len(h) for runs in results.values() for h in runs)
     steps = (np.arange(chunks) + 1) * args.steps_per_round
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    r = np.array(ref)
-    ax.plot(steps, r.mean(0), "k--", marker="s", ms=3, label="PPO on the true reward")
+    r = np.array(ref).reshape(len(ref), chunks)
+    if ref:
+        ax.plot(steps, r.mean(0), "k--", marker="s", ms=3, label=f"PPO on the true reward ({len(ref)} seeds)")
     for name, runs in results.items():
         v = np.array([[h["true_return"] for h in hist] for hist in runs])
         q = int(max(h["queries"] for h in runs[0]))
-        ax.plot(steps, v.mean(0), marker="o", ms=3, label=f"PbRL {name} ({q} queries)")
+        ax.plot(steps, v.mean(0), marker="o", ms=3, label=f"PbRL {TEACHER_LABEL.get(name.split('/')[0], '')}{name} "
+                f"({q} queries, {len(runs)} seed{'s' * (len(runs) > 1)})")
         ax.fill_between(steps, v.min(0), v.max(0), alpha=0.10)
     if chunks > rounds:
         ax.axvline(rounds * args.steps_per_round, color="grey", lw=0.8, ls=":")
-        ax.text(rounds * args.steps_per_round, 10, " queries end; reward frozen", fontsize=7, color="grey")
+        ax.text(rounds * args.steps_per_round, 0.02, " queries end; reward frozen", fontsize=7, color="grey",
+                transform=ax.get_xaxis_transform())
     ax.set_xlabel(f"PPO env steps (a round of {args.per_round} queries per {args.steps_per_round} steps)")
-    ax.set_ylabel(f"true return, {args.eval_episodes} episodes (mean of {len(ref)} seeds; band: min..max)")
+    ax.set_ylabel(f"true return, {args.eval_episodes} episodes (mean over seeds; band: min..max)")
     ax.set_title("CartPole-v1: SB3 PPO on the preference-learned reward")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "pbrl_sb3.png", dpi=120)
     print("| config | " + " | ".join(f"{s / 1000:.1f}k" for s in steps) + " |")
-    print("| true-reward PPO | " + " | ".join(f"{v:.0f}" for v in r.mean(0)) + " |")
+    if ref:
+        print("| true-reward PPO | " + " | ".join(f"{v:.0f}" for v in r.mean(0)) + " |")
     for name, runs in results.items():
         v = np.array([[h["true_return"] for h in hist] for hist in runs]).mean(0)
         print(f"| {name} | " + " | ".join(f"{x:.0f}" for x in v) + " |")
