@@ -1,13 +1,17 @@
-"""``preflearn online demo``: two rounds of online DPO on the bundled SmolLM2-135M-Instruct.
+"""``preflearn online demo``: two rounds of online (iterative) DPO on the bundled SmolLM2-135M-Instruct.
 
 The judge is a Bradley-Terry reward model on the bundled MiniLM encoder, trained on
-one part of the bundled HH-RLHF harmless pairs (cached after the first run); the
-prompt pool is the single-turn prompts of the other part, shown to SmolLM2 as chat
-messages. Each round samples K completions per prompt, the reward model orders a
-random pair of them (online DPO, Guo et al. 2024, arXiv:2402.04792), and LoRA DPO
-updates the policy against the initial model (the adapter-disabled base). At the
-end, greedy answers of the final policy and of the initial model to held-out prompts
-are compared by the judge: the win rate with a 95% CI and the mean reward.
+one half of the bundled HH-RLHF harmless pairs (cached after the first run); the
+prompt pool is the single-turn prompts of the other half, shown to SmolLM2 as chat
+messages, with 32 of them held out. Each round samples K = 4 completions per prompt
+from the current policy (T = 0.7, top-p 0.9), the reward model picks the best and the
+worst of them (iterative DPO with best-vs-worst pairs: Xiong et al. 2024, "Iterative
+Preference Learning from Human Feedback", arXiv:2312.11456; Dong et al. 2024, "RLHF
+Workflow", arXiv:2405.07863; ``pairs="random_pair"`` is online DPO, Guo et al. 2024,
+arXiv:2402.04792), and LoRA DPO updates the policy against the initial model (the
+adapter-disabled base). At the end, 4 sampled completions per held-out prompt from the
+final policy and from the initial model are compared by the judge
+(:func:`sampled_win_rate`: win rate and reward gain with bootstrap CIs over prompts).
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def demo_config(**over: Any):
         "data": {"max_prompt_length": 128, "max_completion_length": 48},
     }
     base = dict(name="online-demo", prompts_per_round=32, eval_prompts=0, rounds=2, pairs="best_vs_worst",
-                reference="initial", sampling=SamplingConfig(num_samples=4, max_new_tokens=48, temperature=1.0, top_p=1.0),
+                reference="initial", sampling=SamplingConfig(num_samples=4, max_new_tokens=48, temperature=0.7, top_p=0.9),
                 train=train)
     base.update(over)
     return OnlineConfig(**base)
@@ -117,7 +121,7 @@ def demo_config(**over: Any):
 def run_online_demo(output_dir: str = "runs", rounds: int = 2, prompts_per_round: int = 32, eval_prompts: int = 32,
                     steps_per_round: int = 8, rm_pairs: int = 1200, seed: int = 0, console: Any = None,
                     judge_dir: str | None = None, eval_samples: int = 4, pairs: str = "best_vs_worst",
-                    lr: float = 2e-4, temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
+                    lr: float = 2e-4, temperature: float = 0.7, top_p: float = 0.9) -> dict[str, Any]:
     """Run the demo; ``judge_dir``: a saved reward model to judge with instead of training (or reusing
     the cached) MiniLM one. Reports wall time, this process's CPU time and the load average.
 
