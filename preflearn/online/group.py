@@ -102,6 +102,24 @@ def group_rewards(judge: Judge, context: Any, texts: Sequence[str], kind: str) -
     return win_rates(np.asarray(judge.compare(context, list(texts)), dtype=np.float64))
 
 
+def split_prompts(cfg: Any, contexts: Sequence[Any], tokenizer: Any, rng: np.random.Generator):
+    """What every online loop starts with: the prompt pool, its seeded order, the held-out prompts
+    (the first ``cfg.eval_prompts`` of the order; rounds take the following ones), the run folder
+    (created) and the pad id. ``cfg`` has ``eval_prompts``, ``rounds``, ``prompts_per_round``,
+    ``output_dir`` and ``name``. Returns ``(pool, order, eval_ctx, run, pad_id)``."""
+    pool = list(contexts)
+    need = cfg.eval_prompts + cfg.rounds * cfg.prompts_per_round
+    if len(pool) < need:
+        raise ConfigError(f"the prompt pool has {len(pool)} prompts; {need} are needed "
+                          "(eval_prompts + rounds x prompts_per_round)")
+    order = rng.permutation(len(pool))
+    eval_ctx = [pool[i] for i in order[: cfg.eval_prompts]]
+    run = Path(cfg.output_dir) / cfg.name
+    run.mkdir(parents=True, exist_ok=True)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return pool, order, eval_ctx, run, pad_id
+
+
 def load_policy(model: dict[str, Any]) -> tuple[Any, Any]:
     """(model, tokenizer) from ``GroupConfig.model`` (TrainConfig.model fields; LoRA applied when enabled)."""
     from ..train.config import load_config
@@ -366,16 +384,7 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
         from .loop import _contexts
 
         contexts = _contexts(cfg)  # the prompt pool file (cfg.prompts)
-    pool = list(contexts)
-    need = cfg.eval_prompts + cfg.rounds * cfg.prompts_per_round
-    if len(pool) < need:
-        raise ConfigError(f"the prompt pool has {len(pool)} prompts; {need} are needed "
-                          "(eval_prompts + rounds x prompts_per_round)")
-    order = rng.permutation(len(pool))
-    eval_ctx = [pool[i] for i in order[: cfg.eval_prompts]]
-    run = Path(cfg.output_dir) / cfg.name
-    run.mkdir(parents=True, exist_ok=True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pool, order, eval_ctx, run, pad_id = split_prompts(cfg, contexts, tokenizer, rng)
 
     reference = _reference(model, ref_mode)  # from the initial policy, also on resume (before loading weights)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -34,7 +34,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -450,7 +449,7 @@ def run_online_nash(cfg: NashConfig, judge: Judge, *, model: Any = None, tokeniz
     ``<output_dir>/<name>/summary.json``.
     """
     from ..data.writers import atomic_write, write_records
-    from .group import _reference, load_policy
+    from .group import _reference, load_policy, split_prompts
     from .loop import win_rate_vs
 
     if cfg.method not in METHODS:
@@ -465,16 +464,7 @@ def run_online_nash(cfg: NashConfig, judge: Judge, *, model: Any = None, tokeniz
         from .loop import _contexts
 
         contexts = _contexts(cfg)
-    pool = list(contexts)
-    need = cfg.eval_prompts + cfg.rounds * cfg.prompts_per_round
-    if len(pool) < need:
-        raise ConfigError(f"the prompt pool has {len(pool)} prompts; {need} are needed "
-                          "(eval_prompts + rounds x prompts_per_round)")
-    order = rng.permutation(len(pool))
-    eval_ctx = [pool[i] for i in order[: cfg.eval_prompts]]
-    run = Path(cfg.output_dir) / cfg.name
-    run.mkdir(parents=True, exist_ok=True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pool, order, eval_ctx, run, pad_id = split_prompts(cfg, contexts, tokenizer, rng)
 
     baseline = _eval_texts(model, tokenizer, eval_ctx, cfg.eval_sampling)
     reference = _reference(model, "initial")

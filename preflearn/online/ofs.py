@@ -43,7 +43,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,7 +160,7 @@ def run_ofs_dpo(cfg: OFSConfig, judge: Judge, *, model: Any, tokenizer: Any, con
     from ..data.writers import atomic_write
     from ..models.causal_lm import score_batch
     from ..train.reference import _eval_scores
-    from .group import _pairs_round
+    from .group import _pairs_round, split_prompts
     from .loop import win_rate_vs
 
     if not (hasattr(model, "set_adapter") and hasattr(model, "disable_adapter")):
@@ -173,15 +172,7 @@ def run_ofs_dpo(cfg: OFSConfig, judge: Judge, *, model: Any, tokenizer: Any, con
         raise ConfigError("OFS-DPO orders two samples per prompt: sampling.num_samples >= 2")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    pool = list(contexts)
-    need = cfg.eval_prompts + cfg.rounds * cfg.prompts_per_round
-    if len(pool) < need:
-        raise ConfigError(f"the prompt pool has {len(pool)} prompts; {need} are needed")
-    order = rng.permutation(len(pool))
-    eval_ctx = [pool[i] for i in order[: cfg.eval_prompts]]
-    run = Path(cfg.output_dir) / cfg.name
-    run.mkdir(parents=True, exist_ok=True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pool, order, eval_ctx, run, pad_id = split_prompts(cfg, contexts, tokenizer, rng)
     lora = list(fast.values()) + list(slow.values())
     _use(model, "fast", lora)
     with model.disable_adapter():

@@ -35,7 +35,6 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,6 +125,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
         _write_config,
         load_round,
         save_round,
+        split_prompts,
     )
     from .loop import win_rate_vs
 
@@ -133,15 +133,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
         raise ConfigError("PPO needs a judge with scores (a reward model or an oracle)")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    pool = list(contexts)
-    need = cfg.eval_prompts + cfg.rounds * cfg.prompts_per_round
-    if len(pool) < need:
-        raise ConfigError(f"the prompt pool has {len(pool)} prompts; {need} are needed")
-    order = rng.permutation(len(pool))
-    eval_ctx = [pool[i] for i in order[: cfg.eval_prompts]]
-    run = Path(cfg.output_dir) / cfg.name
-    run.mkdir(parents=True, exist_ok=True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pool, order, eval_ctx, run, pad_id = split_prompts(cfg, contexts, tokenizer, rng)
     reference = _reference(model, "initial")  # from the initial policy, also on resume
     hidden = model.get_output_embeddings().in_features if hasattr(model, "get_output_embeddings") else None
     value_head = torch.nn.Linear(hidden, 1)
