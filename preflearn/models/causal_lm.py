@@ -43,6 +43,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "score_batch",
+    "completion_hidden",
     "target_logps",
     "split_model",
     "block_mask_to_additive",
@@ -190,6 +191,36 @@ def target_logps(
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+def completion_hidden(model: Any, batch: Any) -> tuple[Tensor, Any, Any]:
+    """One backbone forward over a :class:`~preflearn.data.collate.ScoringBatch` (moved to the
+    model's device): the (N, H) final hidden states that predict each of the N completion tokens,
+    the output head, and the moved batch. The first half of :func:`score_batch`; loops that need
+    more than log-probs from the same forward (values, a second model's logits) start here."""
+    backbone, head = split_model(model)
+    param = next(backbone.parameters())
+    batch = batch.to(param.device)
+    if batch.layout == "shared":
+        impl = getattr(getattr(backbone, "config", None), "_attn_implementation", "eager")
+        if impl not in ("eager", "sdpa"):
+            raise ConfigError(
+                f"prefix-shared scoring needs a custom attention mask, which attn_implementation={impl!r} "
+                "does not take; load the model with attn_implementation='sdpa' or collate with collate_padded"
+            )
+        attn = block_mask_to_additive(batch.attention_mask, param.dtype)  # (R, 1, L, L)
+    elif batch.layout == "padded":
+        attn = batch.attention_mask  # (R, L)
+    else:
+        raise ConfigError(f"unknown batch layout {batch.layout!r}; expected 'shared' or 'padded'")
+    out = backbone(
+        input_ids=batch.input_ids,
+        attention_mask=attn,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (R, L, H)
+    return hidden[batch.target_rows, batch.target_cols], head, batch
+
+
 def score_batch(
     model: Any,
     batch: Any,
@@ -210,30 +241,8 @@ def score_batch(
     Differentiable (call under ``torch.no_grad()`` for a reference pass). The batch is moved to
     the model's device.
     """
-    backbone, head = split_model(model)
-    param = next(backbone.parameters())
-    device, dtype = param.device, param.dtype
-    batch = batch.to(device)
-    if batch.layout == "shared":
-        impl = getattr(getattr(backbone, "config", None), "_attn_implementation", "eager")
-        if impl not in ("eager", "sdpa"):
-            raise ConfigError(
-                f"prefix-shared scoring needs a custom attention mask, which attn_implementation={impl!r} "
-                "does not take; load the model with attn_implementation='sdpa' or collate with collate_padded"
-            )
-        attn = block_mask_to_additive(batch.attention_mask, dtype)  # (R, 1, L, L)
-    elif batch.layout == "padded":
-        attn = batch.attention_mask  # (R, L)
-    else:
-        raise ConfigError(f"unknown batch layout {batch.layout!r}; expected 'shared' or 'padded'")
-    out = backbone(
-        input_ids=batch.input_ids,
-        attention_mask=attn,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (R, L, H)
-    h = hidden[batch.target_rows, batch.target_cols]  # (N, H)
+    h, head, batch = completion_hidden(model, batch)  # (N, H)
+    device = h.device
     tok = target_logps(h, head, batch.target_ids, chunk_size=chunk_size, checkpoint_chunks=checkpoint_chunks)
     b, k = batch.num_examples, batch.num_candidates
     logps = tok.new_zeros(b * k).index_add(0, batch.target_cand, tok).view(b, k)

@@ -358,7 +358,7 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
     from ..losses import compute, spec
     from ..models.causal_lm import score_batch, to_scores
     from ..train.reference import _eval_scores
-    from .loop import win_rate_vs
+    from .loop import held_out_summary
 
     lspec = spec(cfg.loss)
     xpo = "explore_logps" in lspec.aux  # (y ~ pi_t, y_tilde ~ pi_ref) pairs with the exploration term
@@ -480,10 +480,7 @@ def run_online_group(cfg: GroupConfig, judge: Judge, *, model: Any = None, token
     summary: dict[str, Any] = {"loss": cfg.loss, "reference": ref_mode, "reward": reward_kind, "rounds": rounds}
     if eval_ctx:
         final = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)]
-        summary["win_rate_vs_initial"] = win_rate_vs(judge, eval_ctx, final, baseline)
-        if hasattr(judge, "score"):
-            summary["mean_score_initial"] = float(np.mean([judge.score(c, [b])[0] for c, b in zip(eval_ctx, baseline)]))
-            summary["mean_score_final"] = float(np.mean([judge.score(c, [a])[0] for c, a in zip(eval_ctx, final)]))
+        summary.update(held_out_summary(judge, eval_ctx, final, baseline))
         with atomic_write(run / "eval_samples.jsonl", "w") as f:
             for c, b, a in zip(eval_ctx, baseline, final):
                 f.write(json.dumps({"context": c, "initial": b, "final": a}, default=str) + "\n")

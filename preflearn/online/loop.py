@@ -38,7 +38,7 @@ from .judges import Judge, win_rates
 from .sampling import Sample, SamplingConfig, sample
 
 __all__ = ["OnlineConfig", "PAIR_BUILDERS", "build_pairs", "run_online", "win_rate_vs", "RoundResult",
-           "ExtrapolatedReference", "extrapolated_reference_scores", "drift_chosen"]
+           "ExtrapolatedReference", "extrapolated_reference_scores", "drift_chosen", "held_out_summary"]
 
 
 # ----------------------------------------------------------------------------- pair builders
@@ -127,20 +127,6 @@ def build_pairs(strategy: str, P: np.ndarray, rng: np.random.Generator, scores: 
 
 
 # ----------------------------------------------------------------------------- APO reference
-def _completion_hidden(model: Any, batch: Any):
-    """(N, H) final hidden states before every completion token, the lm_head, and the batch on device
-    (the first half of :func:`preflearn.models.causal_lm.score_batch`)."""
-    from ..models.causal_lm import block_mask_to_additive, split_model
-
-    backbone, head = split_model(model)
-    param = next(backbone.parameters())
-    batch = batch.to(param.device)
-    attn = block_mask_to_additive(batch.attention_mask, param.dtype) if batch.layout == "shared" else batch.attention_mask
-    out = backbone(input_ids=batch.input_ids, attention_mask=attn, position_ids=batch.position_ids, use_cache=False)
-    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    return hidden[batch.target_rows, batch.target_cols], head, batch
-
-
 def extrapolated_reference_scores(current: Any, previous: Any, batch: Any, alpha: float, *,
                                   token_level: bool = False, chunk_size: int = 256) -> dict:
     """APO's extrapolated reference, per token (He, Yuan & Gu 2024, "Accelerated Preference
@@ -162,9 +148,11 @@ def extrapolated_reference_scores(current: Any, previous: Any, batch: Any, alpha
     """
     import torch
 
+    from ..models.causal_lm import completion_hidden
+
     with torch.no_grad():
-        h_cur, head_cur, batch = _completion_hidden(current, batch)
-        h_prev, head_prev, _ = _completion_hidden(previous, batch)
+        h_cur, head_cur, batch = completion_hidden(current, batch)
+        h_prev, head_prev, _ = completion_hidden(previous, batch)
         targets = batch.target_ids
         parts = []
         for s in range(0, len(targets), chunk_size):
@@ -267,6 +255,16 @@ def win_rate_vs(judge: Judge, contexts: Sequence[Any], policy: Sequence[str], ba
     mean = float(p.mean()) if n else float("nan")
     half = 1.96 * float(p.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
     return {"win_rate": mean, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half), "n": n}
+
+
+def held_out_summary(judge: Judge, contexts: Sequence[Any], final: Sequence[str], baseline: Sequence[str]) -> dict:
+    """The online loops' held-out figures: ``win_rate_vs_initial`` (:func:`win_rate_vs`) and, for
+    judges with scores, the mean judge score of the initial and of the final completions."""
+    out: dict[str, Any] = {"win_rate_vs_initial": win_rate_vs(judge, contexts, final, baseline)}
+    if hasattr(judge, "score"):
+        out["mean_score_initial"] = float(np.mean([judge.score(c, [b])[0] for c, b in zip(contexts, baseline)]))
+        out["mean_score_final"] = float(np.mean([judge.score(c, [a])[0] for c, a in zip(contexts, final)]))
+    return out
 
 
 def _first_samples(groups: list[list[Sample]]) -> list[str]:
@@ -435,10 +433,7 @@ def run_online(cfg: OnlineConfig, judge: Judge, *, model: Any = None, tokenizer:
     final = _first_samples(sample(model, tokenizer, eval_ctx, cfg.eval_sampling)) if eval_ctx else []
     summary: dict[str, Any] = {"rounds": [r.__dict__ | {"run_dir": str(r.run_dir)} for r in results]}
     if eval_ctx:
-        summary["win_rate_vs_initial"] = win_rate_vs(judge, eval_ctx, final, baseline)
-        if hasattr(judge, "score"):
-            summary["mean_score_initial"] = float(np.mean([judge.score(c, [b])[0] for c, b in zip(eval_ctx, baseline)]))
-            summary["mean_score_final"] = float(np.mean([judge.score(c, [b])[0] for c, b in zip(eval_ctx, final)]))
+        summary.update(held_out_summary(judge, eval_ctx, final, baseline))
         with atomic_write(run / "eval_samples.jsonl", "w") as f:
             for c, b, a in zip(eval_ctx, baseline, final):
                 f.write(json.dumps({"context": c, "initial": b, "final": a}, default=str) + "\n")

@@ -450,7 +450,7 @@ def run_online_nash(cfg: NashConfig, judge: Judge, *, model: Any = None, tokeniz
     """
     from ..data.writers import atomic_write, write_records
     from .group import _reference, load_policy, split_prompts
-    from .loop import win_rate_vs
+    from .loop import held_out_summary
 
     if cfg.method not in METHODS:
         from ..errors import unknown_name_message
@@ -504,10 +504,7 @@ def run_online_nash(cfg: NashConfig, judge: Judge, *, model: Any = None, tokeniz
         final = _eval_texts(model, tokenizer, eval_ctx, cfg.eval_sampling)
         K = cfg.eval_sampling.num_samples
         ctx_k = [c for c in eval_ctx for _ in range(K)]
-        summary["win_rate_vs_initial"] = win_rate_vs(judge, ctx_k, final, baseline)
-        if hasattr(judge, "score"):
-            summary["mean_score_initial"] = float(np.mean([judge.score(c, [b])[0] for c, b in zip(ctx_k, baseline)]))
-            summary["mean_score_final"] = float(np.mean([judge.score(c, [a])[0] for c, a in zip(ctx_k, final)]))
+        summary.update(held_out_summary(judge, ctx_k, final, baseline))
         with atomic_write(run / "eval_samples.jsonl", "w") as f:
             for c, b, a in zip(ctx_k, baseline, final):
                 f.write(json.dumps({"context": c, "initial": b, "final": a}, default=str) + "\n")

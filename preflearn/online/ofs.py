@@ -161,7 +161,7 @@ def run_ofs_dpo(cfg: OFSConfig, judge: Judge, *, model: Any, tokenizer: Any, con
     from ..models.causal_lm import score_batch
     from ..train.reference import _eval_scores
     from .group import _pairs_round, split_prompts
-    from .loop import win_rate_vs
+    from .loop import held_out_summary
 
     if not (hasattr(model, "set_adapter") and hasattr(model, "disable_adapter")):
         raise ConfigError("OFS-DPO needs a peft model with adapters 'fast' and 'slow' (add_fast_slow_adapters)")
@@ -236,10 +236,7 @@ def run_ofs_dpo(cfg: OFSConfig, judge: Judge, *, model: Any, tokenizer: Any, con
     summary: dict[str, Any] = {"rounds": rounds}
     if eval_ctx:
         final = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)]
-        summary["win_rate_vs_initial"] = win_rate_vs(judge, eval_ctx, final, baseline)
-        if hasattr(judge, "score"):
-            summary["mean_score_initial"] = float(np.mean([judge.score(c, [b])[0] for c, b in zip(eval_ctx, baseline)]))
-            summary["mean_score_final"] = float(np.mean([judge.score(c, [a])[0] for c, a in zip(eval_ctx, final)]))
+        summary.update(held_out_summary(judge, eval_ctx, final, baseline))
     with atomic_write(run / "summary.json", "w") as f:
         f.write(json.dumps(summary, indent=2, default=str))
     return summary

@@ -82,15 +82,9 @@ def policy_and_values(model: Any, value_head: Any, batch: Any) -> tuple[Any, Any
     """
     import torch
 
-    from ..models.causal_lm import block_mask_to_additive, split_model, target_logps
+    from ..models.causal_lm import completion_hidden, target_logps
 
-    backbone, head = split_model(model)
-    param = next(backbone.parameters())
-    batch = batch.to(param.device)
-    attn = block_mask_to_additive(batch.attention_mask, param.dtype) if batch.layout == "shared" else batch.attention_mask
-    out = backbone(input_ids=batch.input_ids, attention_mask=attn, position_ids=batch.position_ids, use_cache=False)
-    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    h = hidden[batch.target_rows, batch.target_cols]  # (N, H)
+    h, head, batch = completion_hidden(model, batch)  # (N, H)
     tok = target_logps(h, head, batch.target_ids)
     val = value_head(h).squeeze(-1).to(tok.dtype)
     b, k, t = batch.num_examples, batch.num_candidates, batch.max_completion_length
@@ -127,7 +121,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
         save_round,
         split_prompts,
     )
-    from .loop import win_rate_vs
+    from .loop import held_out_summary
 
     if not hasattr(judge, "score"):
         raise ConfigError("PPO needs a judge with scores (a reward model or an oracle)")
@@ -221,9 +215,7 @@ def run_online_ppo(cfg: PPOConfig, judge: Judge, *, model: Any, tokenizer: Any, 
     summary: dict[str, Any] = {"rounds": rounds}
     if eval_ctx:
         final = [g[0].text for g in sample(model, tokenizer, eval_ctx, cfg.eval_sampling)]
-        summary["win_rate_vs_initial"] = win_rate_vs(judge, eval_ctx, final, baseline)
-        summary["mean_score_initial"] = float(np.mean([judge.score(c, [x])[0] for c, x in zip(eval_ctx, baseline)]))
-        summary["mean_score_final"] = float(np.mean([judge.score(c, [x])[0] for c, x in zip(eval_ctx, final)]))
+        summary.update(held_out_summary(judge, eval_ctx, final, baseline))
     with atomic_write(run / "summary.json", "w") as f:
         f.write(json.dumps(summary, indent=2, default=str))
     if cfg.report:
